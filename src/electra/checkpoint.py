@@ -1,0 +1,131 @@
+"""Checkpoints as safetensors + JSON (never pickle), written atomically, the last k kept.
+
+A checkpoint is a directory `checkpoints/step-00001000/` with `model.safetensors` (shared tensors
+stored once), `optimizer.safetensors` (AdamW moments and the RNG states) and `state.json` (step,
+elapsed time, optimizer hyperparameters, the resolved config). It is built under a temporary name,
+fsynced and renamed, so a crash never leaves a half-written checkpoint under a real name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from electra.errors import UsageError
+
+CHECKPOINT_DIR = "checkpoints"
+MODEL_FILE, OPTIMIZER_FILE, STATE_FILE = "model.safetensors", "optimizer.safetensors", "state.json"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def list_checkpoints(run_dir) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary folders are ignored)."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir()
+             if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()
+             and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def latest_checkpoint(run_dir) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer=None,
+                    state: dict | None = None, keep: int = 3) -> Path:
+    root = Path(run_dir) / CHECKPOINT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / checkpoint_name(step)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
+    try:
+        save_model(model, str(tmp / MODEL_FILE))
+        state = dict(state or {}, step=step)
+        tensors = rng_state_tensors()
+        if optimizer is not None:
+            opt_tensors, state["optimizer"] = _flatten_optimizer(optimizer.state_dict())
+            tensors.update(opt_tensors)
+        save_file(tensors, str(tmp / OPTIMIZER_FILE))
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+        for f in tmp.iterdir():
+            _fsync(f)
+        tmp.chmod(0o755)
+        if final.exists():  # the same step saved again (e.g. the final step): replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path, model: torch.nn.Module, optimizer=None, restore_rng: bool = False) -> dict:
+    """Load weights (strictly) and optionally the optimizer and RNG; return the JSON state."""
+    path = Path(path)
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+        missing, unexpected = load_model(model, str(path / MODEL_FILE), strict=False)
+        tensors = load_file(str(path / OPTIMIZER_FILE)) if (optimizer or restore_rng) else {}
+    except (OSError, ValueError, SafetensorError) as e:
+        raise UsageError(f"checkpoint {str(path)!r} cannot be read ({e}); it may be truncated")
+    if missing or unexpected:
+        raise UsageError(f"checkpoint {str(path)!r} does not match the model: missing "
+                         f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
+    if optimizer is not None:
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+    if restore_rng:
+        torch.set_rng_state(tensors["rng.cpu"])
+        if torch.cuda.is_available() and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return state
+
+
+def rng_state_tensors() -> dict[str, torch.Tensor]:
+    out = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["rng.cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
+    for idx, entry in sd["state"].items():
+        meta["state"][str(idx)] = {}
+        for name, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{name}"] = value.detach().cpu().contiguous()
+                meta["state"][str(idx)][name] = None
+            else:
+                meta["state"][str(idx)][name] = value
+    return tensors, meta
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state = {}
+    for idx, entry in meta["state"].items():
+        state[int(idx)] = {name: tensors[f"optim.{idx}.{name}"] if value is None else value
+                           for name, value in entry.items()}
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _fsync(path: Path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

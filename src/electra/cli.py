@@ -1,0 +1,181 @@
+"""`electra` command line: subcommands map to library calls, nothing else.
+
+Bad input raises `UsageError`; `main` prints it on one line (`electra: error: ...`) and exits 2.
+`--debug` shows the traceback instead. Heavy imports happen inside each subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from electra.errors import UsageError
+
+
+def _add_corpus_args(p, required=True):
+    p.add_argument("--corpus", nargs="+", required=required, metavar="FILE", help="text files")
+    p.add_argument("--doc-sep", choices=("line", "blank"), default=None,
+                   help="one document per line (default) or blank-line separated (WikiText)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="electra", description="ELECTRA pre-training from scratch.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("tokenizer", help="train a BPE tokenizer on text files")
+    _add_corpus_args(p)
+    p.add_argument("--vocab-size", type=int, default=30522)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--no-lowercase", action="store_true", help="keep case")
+    p.add_argument("--normalization", choices=("nfkc", "nfc", "nfd", "nfkd", "none"), default="nfkc")
+
+    p = sub.add_parser("prepare", help="tokenize text into token shards for pre-training")
+    _add_corpus_args(p)
+    p.add_argument("--tokenizer", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--val-fraction", type=float, default=0.005,
+                   help="share of documents held out for validation (every k-th document)")
+
+    p = sub.add_parser("pretrain", help="pre-train ELECTRA (tokenizer + prepare + training in one go)")
+    _add_corpus_args(p, required=False)
+    p.add_argument("--data", metavar="DIR", help="prepared data (instead of --corpus)")
+    p.add_argument("--out", required=True, metavar="RUN", help="run directory")
+    p.add_argument("--preset", default="tiny", help="tiny (default), small, base or large")
+    p.add_argument("--config", metavar="FILE", help="TOML or JSON file with model/objective/data/train")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set train.lr=1e-3 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue RUN from its latest checkpoint")
+    for flag, key, typ in (("--batch-size", "train.batch_size", int), ("--lr", "train.lr", float),
+                           ("--seq-len", "data.seq_len", int), ("--max-steps", "train.max_steps", int),
+                           ("--time-budget", "train.time_budget", str), ("--seed", "train.seed", int),
+                           ("--checkpoint-every", "train.checkpoint_every", int),
+                           ("--eval-every", "train.eval_every", int), ("--device", "train.device", str),
+                           ("--vocab-size", "data.vocab_size", int)):
+        p.add_argument(flag, type=typ, default=None, dest=key, help=f"sets {key}")
+    p.add_argument("--compile", action="store_const", const=True, default=None, dest="train.compile",
+                   help="torch.compile the model")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+
+    p = sub.add_parser("evaluate", help="replaced-token detection metrics of a run on a text file")
+    p.add_argument("--model", required=True, metavar="RUN")
+    _add_corpus_args(p)
+    p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    p.add_argument("--max-examples", type=int, help="evaluate at most this many examples")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("detect", help="per-word probability that a word was replaced")
+    p.add_argument("--model", required=True, metavar="RUN")
+    p.add_argument("text", nargs="+", help="text to score (each argument separately)")
+    p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    p.add_argument("--device", default="cpu")
+    return parser
+
+
+def cmd_tokenizer(args):
+    from electra.tokenizer import train_tokenizer
+
+    stats = train_tokenizer(args.corpus, args.out, args.vocab_size, not args.no_lowercase,
+                            args.normalization, args.doc_sep or "line")
+    print(f"tokenizer: {stats.documents:,} documents, {stats.bytes:,} bytes, "
+          f"{stats.replaced} undecodable byte sequences replaced -> {Path(args.out) / 'tokenizer.json'}")
+
+
+def cmd_prepare(args):
+    from electra.data import prepare_corpus
+
+    if not 0 <= args.val_fraction < 1:
+        raise UsageError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    index = prepare_corpus(args.corpus, args.tokenizer, args.out, args.doc_sep or "line",
+                           args.val_fraction)
+    s = index["splits"]
+    print(f"prepared {s['train']['tokens']:,} training and {s['val']['tokens']:,} validation tokens "
+          f"({index['read']['documents']:,} documents, {index['read']['replaced']} undecodable byte "
+          f"sequences replaced) -> {args.out}")
+
+
+def _overrides(args) -> dict:
+    from electra.config import load_config_file, parse_set_args
+
+    out = load_config_file(Path(args.config)) if args.config else {}
+    out.update(parse_set_args(args.set))
+    out.update({k: v for k, v in vars(args).items() if "." in k and v is not None})
+    if args.doc_sep:
+        out["data.doc_sep"] = args.doc_sep
+    return out
+
+
+def cmd_pretrain(args):
+    from electra.config import Config, apply_overrides, preset_config
+    from electra.train import CONFIG_FILE, pretrain, run_data_dir, start_run
+
+    overrides = _overrides(args)
+    if args.resume:
+        if args.corpus or args.data:
+            raise UsageError("--resume continues RUN on its own data; drop --corpus/--data")
+        config_path = Path(args.out) / CONFIG_FILE
+        if not config_path.is_file():
+            raise UsageError(f"nothing to resume in {args.out!r} (no {CONFIG_FILE}); start without --resume")
+        cfg = apply_overrides(Config.from_dict(json.loads(config_path.read_text())), overrides)
+        data = run_data_dir(args.out)
+    else:
+        if bool(args.corpus) == bool(args.data):
+            raise UsageError("give either --corpus FILE... (raw text) or --data DIR (prepared shards)")
+        cfg = apply_overrides(preset_config(args.preset), overrides)
+        cfg, data = start_run(cfg, args.out, args.corpus, args.data, show_progress=not args.no_progress)
+    pretrain(cfg, args.out, data, resume=args.resume, show_progress=not args.no_progress)
+
+
+def cmd_evaluate(args):
+    from electra.evaluate import evaluate_corpus
+    from electra.inference import load_run
+
+    loaded = load_run(args.model, args.step, args.device)
+    metrics = evaluate_corpus(loaded, args.corpus, args.doc_sep or "line", args.batch_size,
+                              args.max_examples, args.device)
+    if args.json:
+        print(json.dumps(metrics))
+        return
+    width = max(map(len, metrics))
+    for k, v in metrics.items():
+        print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+
+
+def cmd_detect(args):
+    from electra.inference import detect, load_run
+
+    loaded = load_run(args.model, args.step, args.device)
+    for i, text in enumerate(args.text):
+        result = detect(loaded, text, args.device)
+        if i:
+            print()
+        print(f"{'Token':<15} Is_Replaced_Prob")
+        for word, p in zip(result["words"], result["word_probs"]):
+            print(f"{word:<15} {p:.4f}")
+
+
+COMMANDS = {"tokenizer": cmd_tokenizer, "prepare": cmd_prepare, "pretrain": cmd_pretrain,
+            "evaluate": cmd_evaluate, "detect": cmd_detect}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except UsageError as e:
+        if args.debug:
+            raise
+        print(f"electra: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("electra: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""Text -> token shards on disk -> fixed-length pre-training examples.
+
+`prepare_corpus` streams documents through the tokenizer (whose Rust core encodes batches on all
+cores) into flat token shards (`np.memmap`-able, uint16 when the vocabulary fits) with sentence and
+document start offsets, a JSON index and the training split's token counts (the rarity baseline).
+A fixed slice of documents (every k-th) is held out for validation.
+
+`PretrainingData` cuts a split into consecutive windows and builds `[CLS] A [SEP] B [SEP]` examples
+as the official `ExampleBuilder` does: A/B split at a sentence boundary (at a document boundary
+when the window holds one, so segments do not mix documents), 10% single-segment examples. Windows
+are packed from consecutive text, so padding appears only at the end of a shard.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from electra.corpus import ReadStats, check_corpus_files, read_documents
+from electra.errors import UsageError
+from electra.tokenizer import CLS_ID, PAD_ID, SEP_ID, TOKENIZER_FILE, load_tokenizer, save_tokenizer
+
+INDEX_FILE = "index.json"
+COUNTS_FILE = "token_counts.npy"
+FORMAT_VERSION = 1
+SHARD_TOKENS = 1 << 27  # 256 MB of uint16 per shard keeps files manageable
+DOCS_PER_BATCH = 2048
+
+
+class _ShardWriter:
+    """Appends tokenized documents to one split's shards, rolling over at SHARD_TOKENS."""
+
+    def __init__(self, out_dir: Path, split: str, dtype):
+        self.out_dir, self.split, self.dtype = out_dir, split, dtype
+        self.shards: list[dict] = []
+        self.tokens = 0
+        self._file = None
+
+    def _open(self):
+        name = f"{self.split}-{len(self.shards):05d}"
+        self._file = open(self.out_dir / f"{name}.tokens", "wb")
+        self._current = {"name": name, "tokens": 0, "documents": 0, "sentences": 0}
+        self._sentence_starts: list[int] = []
+        self._doc_starts: list[int] = []
+
+    def add_document(self, sentences: list[list[int]]):
+        if self._file is None or self._current["tokens"] >= SHARD_TOKENS:
+            self._close()
+            self._open()
+        pos = self._current["tokens"]
+        self._doc_starts.append(pos)
+        for ids in sentences:
+            self._sentence_starts.append(pos)
+            pos += len(ids)
+        self._file.write(np.concatenate([np.asarray(s, dtype=self.dtype) for s in sentences]).tobytes())
+        n = pos - self._current["tokens"]
+        self._current["tokens"] = pos
+        self._current["documents"] += 1
+        self._current["sentences"] += len(sentences)
+        self.tokens += n
+
+    def _close(self):
+        if self._file is None:
+            return
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        name = self._current["name"]
+        np.save(self.out_dir / f"{name}.sentences.npy", np.asarray(self._sentence_starts, np.int64))
+        np.save(self.out_dir / f"{name}.documents.npy", np.asarray(self._doc_starts, np.int64))
+        self.shards.append(self._current)
+        self._file = None
+
+    def finish(self) -> dict:
+        self._close()
+        return {"tokens": self.tokens, "shards": self.shards}
+
+
+def prepare_corpus(corpus, tokenizer_dir, out_dir, doc_sep: str = "line",
+                   val_fraction: float = 0.005, val_max_tokens: int = 200_000,
+                   show_progress: bool = True) -> dict:
+    """Tokenize `corpus` into `out_dir` (built in a temporary folder, renamed when complete)."""
+    files = check_corpus_files(corpus)
+    tok = load_tokenizer(tokenizer_dir)
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"output {str(out)!r} exists and is not an empty directory; "
+                         "choose a new --out or remove it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    vocab_size = tok.get_vocab_size()
+    dtype = np.uint16 if vocab_size <= 2**16 else np.uint32
+    val_period = round(1 / val_fraction) if val_fraction > 0 else 0
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary directory
+    try:
+        stats = ReadStats()
+        writers = {"train": _ShardWriter(tmp, "train", dtype), "val": _ShardWriter(tmp, "val", dtype)}
+        counts = np.zeros(vocab_size, np.int64)
+        total_bytes = sum(f.stat().st_size for f in files)
+        bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="prepare",
+                   disable=not show_progress, smoothing=0.1)
+        doc_index = 0
+        for batch in _batched(read_documents(files, doc_sep, stats), DOCS_PER_BATCH):
+            flat = [s for doc in batch for s in doc]
+            encoded = tok.encode_batch(flat, add_special_tokens=False)
+            k, train_ids = 0, []
+            for doc in batch:
+                sentences = [e.ids for e in encoded[k:k + len(doc)] if e.ids]
+                k += len(doc)
+                if not sentences:
+                    continue
+                to_val = (val_period and doc_index % val_period == 0
+                          and writers["val"].tokens < val_max_tokens)
+                writers["val" if to_val else "train"].add_document(sentences)
+                if not to_val:
+                    train_ids.extend(sentences)
+                doc_index += 1
+            if train_ids:
+                flat_ids = np.concatenate([np.asarray(s, np.int64) for s in train_ids])
+                counts += np.bincount(flat_ids, minlength=vocab_size)
+            bar.update(stats.bytes - bar.n)
+        bar.close()
+        splits = {name: w.finish() for name, w in writers.items()}
+        if splits["train"]["tokens"] == 0:
+            if stats.documents == 0:
+                raise UsageError("the corpus has no usable text (only empty lines); give files with text")
+            raise UsageError("the corpus is too small: every document went to the validation split; "
+                             "give more text or set --val-fraction 0")
+        np.save(tmp / COUNTS_FILE, counts)
+        save_tokenizer(tok, tmp)
+        index = {"format": FORMAT_VERSION, "dtype": np.dtype(dtype).name, "vocab_size": vocab_size,
+                 "doc_sep": doc_sep, "corpus": [str(f) for f in files], "read": asdict(stats),
+                 "splits": splits}
+        (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2))
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return index
+
+
+def _batched(iterable, n):
+    batch = []
+    for item in iterable:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def load_index(data_dir) -> dict:
+    d = Path(data_dir)
+    path = d / INDEX_FILE
+    if not path.is_file():
+        raise UsageError(f"{str(d)!r} is not a prepared data directory (no {INDEX_FILE}); "
+                         "make one with `electra prepare`")
+    index = json.loads(path.read_text())
+    if index.get("format") != FORMAT_VERSION:
+        raise UsageError(f"{str(d)!r} was prepared by an incompatible version; prepare it again")
+    return index
+
+
+class PretrainingData:
+    """Fixed-length examples from one split, addressable by an integer index (no state)."""
+
+    def __init__(self, data_dir, split: str = "train", seq_len: int = 128,
+                 single_segment_prob: float = 0.1, seed: int = 0):
+        self.dir = Path(data_dir)
+        self.index = load_index(self.dir)
+        if split not in self.index["splits"]:
+            raise UsageError(f"{str(self.dir)!r} has no {split!r} split")
+        self.seq_len, self.single_segment_prob, self.seed = seq_len, single_segment_prob, seed
+        self.stride = seq_len - 3  # content tokens of a two-segment example
+        dtype = np.dtype(self.index["dtype"])
+        self.shards = []
+        for shard in self.index["splits"][split]["shards"]:
+            n = shard["tokens"]
+            tokens = np.memmap(self.dir / f"{shard['name']}.tokens", dtype=dtype, mode="r", shape=(n,))
+            sentences = np.load(self.dir / f"{shard['name']}.sentences.npy", allow_pickle=False)
+            documents = np.load(self.dir / f"{shard['name']}.documents.npy", allow_pickle=False)
+            self.shards.append((tokens, sentences, documents))
+        windows = [-(-len(t) // self.stride) for t, _, _ in self.shards]
+        self._first = np.concatenate([[0], np.cumsum(windows)]).astype(np.int64)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.index["vocab_size"]
+
+    def __len__(self) -> int:
+        return int(self._first[-1])
+
+    def example(self, idx: int) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids, token_type_ids), both int64 of length seq_len, 0-padded."""
+        shard = int(np.searchsorted(self._first, idx, side="right") - 1)
+        tokens, sentence_starts, doc_starts = self.shards[shard]
+        start = (idx - int(self._first[shard])) * self.stride
+        rng = np.random.default_rng([self.seed, idx])
+        single = rng.random() < self.single_segment_prob
+        content = np.asarray(tokens[start:start + self.stride + (1 if single else 0)], np.int64)
+        ids = np.full(self.seq_len, PAD_ID, np.int64)
+        types = np.zeros(self.seq_len, np.int64)
+        if single or len(content) < 2:
+            n = len(content)
+            ids[0], ids[1:n + 1], ids[n + 1] = CLS_ID, content, SEP_ID
+            return ids, types
+        split = self._split_point(content, start, sentence_starts, doc_starts, rng)
+        a, b = content[:split], content[split:]
+        ids[0], ids[1:split + 1], ids[split + 1] = CLS_ID, a, SEP_ID
+        end = split + 2 + len(b)
+        ids[split + 2:end], ids[end] = b, SEP_ID
+        types[split + 2:end + 1] = 1
+        return ids, types
+
+    @staticmethod
+    def _split_point(content, start, sentence_starts, doc_starts, rng) -> int:
+        """Where segment B begins: a document start near the middle, else a sentence start near a
+        random target in the middle half, else the target itself (one long sentence)."""
+        n = len(content)
+
+        def inside(starts):
+            lo, hi = np.searchsorted(starts, [start + 1, start + n])
+            return starts[lo:hi] - start
+
+        docs = inside(doc_starts)
+        if len(docs):
+            return int(docs[np.argmin(np.abs(docs - n / 2))])
+        target = int(rng.integers(max(1, n // 4), max(2, 3 * n // 4 + 1)))
+        sents = inside(sentence_starts)
+        if len(sents):
+            return int(sents[np.argmin(np.abs(sents - target))])
+        return target
+
+    def batch(self, indices) -> dict[str, torch.Tensor]:
+        ids, types = zip(*(self.example(int(i)) for i in indices))
+        input_ids = torch.from_numpy(np.stack(ids))
+        return {"input_ids": input_ids, "token_type_ids": torch.from_numpy(np.stack(types)),
+                "attention_mask": input_ids != PAD_ID}
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch, 1]).permutation(n)
+
+
+def stream_indices(n: int, seed: int, start: int, count: int) -> np.ndarray:
+    """Example indices at positions [start, start+count) of the endless shuffled stream."""
+    out = np.empty(count, np.int64)
+    pos, filled = start, 0
+    while filled < count:
+        epoch, offset = divmod(pos, n)
+        order = epoch_order(n, seed, epoch)
+        take = min(count - filled, n - offset)
+        out[filled:filled + take] = order[offset:offset + take]
+        filled, pos = filled + take, pos + take
+    return out
+
+
+def copy_tokenizer(data_dir, dest):
+    shutil.copyfile(Path(data_dir) / TOKENIZER_FILE, Path(dest) / TOKENIZER_FILE)

@@ -1,0 +1,132 @@
+"""Evaluation of replaced-token detection, with the baselines that keep it honest.
+
+`evaluate_rtd`: the training objective on held-out examples with fixed noise: generator accuracy
+at [MASK] positions only (where the original stays visible, copying it is no skill), discriminator
+loss beside its label entropy (a constant predictor's loss), accuracy, precision, recall, ROC-AUC.
+
+`evaluate_unigram`: 15% of the tokens replaced by draws from the evaluated text's own unigram
+distribution (fixed seed). The discriminator's AUC there is compared with a baseline that scores
+each token by its rarity in the training corpus: what a model that learned no context achieves.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from electra.data import COUNTS_FILE, PretrainingData, prepare_corpus
+from electra.objective import SPECIAL_IDS, binary_entropy, draw_noise, example_keys, mask_tokens
+
+EVAL_SEED = 20_200_323  # fixed noise, so evaluations compare across steps and runs
+UNIGRAM_REPLACE_PROB = 0.15
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
+
+
+def _batches(indices, batch_size):
+    indices = list(indices)
+    for i in range(0, len(indices), batch_size):
+        yield indices[i:i + batch_size]
+
+
+@torch.no_grad()
+def evaluate_rtd(model, data: PretrainingData, indices, cfg, device, batch_size: int = 64) -> dict:
+    model.eval()
+    seq_len, vocab = data.seq_len, cfg.model.vocab_size
+    num_predictions = cfg.objective.predictions_per_sequence(seq_len)
+    sums: dict[str, float] = {}
+    probs, labels = [], []
+    for chunk in _batches(indices, batch_size):
+        batch = {k: v.to(device) for k, v in data.batch(chunk).items()}
+        noise = draw_noise(example_keys(EVAL_SEED, chunk), seq_len, num_predictions, vocab, device)
+        out = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], noise)
+        for k, v in out.stats.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        real = out.token_mask & ~torch.isin(batch["input_ids"], torch.tensor(SPECIAL_IDS, device=device))
+        probs.append(torch.sigmoid(out.disc_logits[real]).cpu().numpy())
+        labels.append(out.labels[real].cpu().numpy())
+    n_tok = max(sums["num_tokens"], 1)
+    labels, probs = np.concatenate(labels), np.concatenate(probs)
+    predicted = probs > 0.5
+    return {
+        "gen_accuracy": sums["gen_correct_at_mask"] / max(sums["num_mask_tokens"], 1),
+        "gen_loss": sums["gen_loss_sum"] / max(sums["num_predictions"], 1),
+        # loss and its label entropy over all tokens, as trained; the rest over non-special tokens
+        "disc_loss": sums["disc_loss_sum"] / n_tok,
+        "disc_label_entropy": float(binary_entropy(torch.tensor(sums["num_replaced"] / n_tok))),
+        "disc_accuracy": float((predicted == labels).mean()),
+        "disc_precision": float((predicted & labels).sum() / max(predicted.sum(), 1)),
+        "disc_recall": float((predicted & labels).sum() / max(labels.sum(), 1)),
+        "disc_auc": _auc(labels, probs),
+        "replaced_share": float(labels.mean()),
+        "tokens": int(n_tok),
+    }
+
+
+@torch.no_grad()
+def evaluate_unigram(model, data: PretrainingData, indices, unigram_counts: np.ndarray,
+                     train_counts: np.ndarray, device, batch_size: int = 64) -> dict:
+    """Discriminator AUC on unigram replacements, next to the token-rarity baseline's AUC."""
+    model.eval()
+    unigram = torch.as_tensor(unigram_counts, dtype=torch.float64).clone()
+    unigram[list(SPECIAL_IDS)] = 0
+    rarity = -np.log((train_counts + 1.0) / (train_counts.sum() + len(train_counts)))
+    seq_len = data.seq_len
+    num_predictions = max(1, int((UNIGRAM_REPLACE_PROB + 0.005) * seq_len))
+    probs, rarities, labels = [], [], []
+    for chunk in _batches(indices, batch_size):
+        batch = data.batch(chunk)
+        ids = batch["input_ids"]
+        keys = example_keys(EVAL_SEED + 1, chunk)
+        noise = draw_noise(keys, seq_len, num_predictions, 1, "cpu")
+        m = mask_tokens(ids, noise.select, noise.keep, UNIGRAM_REPLACE_PROB, mask_token_prob=0.0)
+        draws = torch.stack([torch.multinomial(unigram, num_predictions, replacement=True,
+                                               generator=torch.Generator().manual_seed(k))
+                             for k in keys])
+        draws = torch.where(m.weights, draws, m.originals)
+        corrupted = ids.scatter(1, m.positions, draws)
+        is_replaced = torch.zeros_like(ids, dtype=torch.bool).scatter(1, m.positions, draws != m.originals)
+        logits = model.discriminator(corrupted.to(device), batch["token_type_ids"].to(device),
+                                     batch["attention_mask"].to(device)).float().cpu()
+        real = batch["attention_mask"] & ~torch.isin(ids, torch.tensor(SPECIAL_IDS))
+        probs.append(torch.sigmoid(logits[real]).numpy())
+        rarities.append(rarity[corrupted[real].numpy()])
+        labels.append(is_replaced[real].numpy())
+    labels = np.concatenate(labels)
+    return {"disc_auc_unigram": _auc(labels, np.concatenate(probs)),
+            "rarity_auc_unigram": _auc(labels, np.concatenate(rarities)),
+            "unigram_replaced_share": float(labels.mean())}
+
+
+def evaluate_corpus(loaded, corpus, doc_sep: str = "line", batch_size: int = 64,
+                    max_examples: int | None = None, device="cpu", show_progress: bool = False) -> dict:
+    """`electra evaluate`: prepare the text with the run's tokenizer, then both evaluations."""
+    cfg = loaded.cfg
+    with tempfile.TemporaryDirectory(prefix="electra-eval-") as tmp:
+        tok_dir = Path(tmp) / "tok"
+        loaded.tokenizer.save(str(_mkdir(tok_dir) / "tokenizer.json"))
+        prepare_corpus(corpus, tok_dir, Path(tmp) / "data", doc_sep=doc_sep, val_fraction=0.0,
+                       show_progress=show_progress)
+        data = PretrainingData(Path(tmp) / "data", "train", cfg.data.seq_len, cfg.data.single_segment_prob,
+                               seed=EVAL_SEED)
+        indices = range(len(data) if max_examples is None else min(len(data), max_examples))
+        unigram_counts = np.load(Path(tmp) / "data" / COUNTS_FILE, allow_pickle=False)
+        train_counts = np.load(loaded.checkpoint.parent.parent / COUNTS_FILE, allow_pickle=False)
+        metrics = evaluate_rtd(loaded.model, data, indices, cfg, device, batch_size)
+        metrics.update(evaluate_unigram(loaded.model, data, indices, unigram_counts, train_counts,
+                                        device, batch_size))
+    metrics["step"] = loaded.step
+    metrics["examples"] = len(indices)
+    return metrics
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+

@@ -1,0 +1,212 @@
+"""The Transformer encoder and the ELECTRA heads, written to mirror HF's `modeling_electra.py`.
+
+Tensor for tensor the default layout equals HF's ElectraModel (word + position + token-type
+embeddings, LayerNorm, `embeddings_project` when embedding_size != hidden_size, post-LN blocks with
+separate q/k/v and a GELU feed-forward), ElectraGeneratorPredictions (dense -> GELU -> LayerNorm ->
+decoder tied to the word embeddings, plus bias) and ElectraDiscriminatorPredictions (dense -> GELU
+-> dense(1)), so export is a rename table. Two options deviate from HF, for small CPU models
+(docs/LOG.md): pre-LN blocks with a final LayerNorm, and an ALiBi-style distance penalty on the
+attention logits (Press et al. 2022).
+
+Shapes: B batch, T tokens, N predicted positions per sequence, E embedding, D hidden, H heads,
+V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from electra.config import ModelConfig
+from electra.tokenizer import PAD_ID
+
+
+class Embeddings(nn.Module):
+    """Word + position + token-type embeddings, LayerNorm, dropout (shared by both models)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.embedding_size, padding_idx=PAD_ID)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.embedding_size)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.embedding_size)
+        self.norm = nn.LayerNorm(cfg.embedding_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, input_ids, token_type_ids=None):
+        T = input_ids.shape[1]
+        x = self.word_embeddings(input_ids) + self.position_embeddings.weight[:T]  # (B, T, E)
+        if token_type_ids is None:
+            x = x + self.token_type_embeddings.weight[0]
+        else:
+            x = x + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.norm(x))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        D = cfg.hidden_size
+        self.num_heads = cfg.num_heads
+        self.query, self.key, self.value = nn.Linear(D, D), nn.Linear(D, D), nn.Linear(D, D)
+        self.output = nn.Linear(D, D)
+        self.attention_dropout = cfg.attention_dropout
+
+    def forward(self, x, mask):
+        B, T, D = x.shape
+        H = self.num_heads
+
+        def heads(t):  # (B, T, D) -> (B, H, T, D/H)
+            return t.view(B, T, H, D // H).transpose(1, 2)
+
+        y = F.scaled_dot_product_attention(
+            heads(self.query(x)), heads(self.key(x)), heads(self.value(x)), attn_mask=mask,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+        )
+        return self.output(y.transpose(1, 2).reshape(B, T, D))
+
+
+class Layer(nn.Module):
+    """One Transformer block; post-LN as BERT/HF ELECTRA, or pre-LN."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        D = cfg.hidden_size
+        self.pre_norm = cfg.norm_position == "pre"
+        self.attention = SelfAttention(cfg)
+        self.attention_norm = nn.LayerNorm(D, eps=cfg.layer_norm_eps)
+        self.intermediate = nn.Linear(D, cfg.intermediate_size)
+        self.output = nn.Linear(cfg.intermediate_size, D)
+        self.ffn_norm = nn.LayerNorm(D, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def feed_forward(self, x):
+        return self.dropout(self.output(F.gelu(self.intermediate(x))))
+
+    def forward(self, x, mask):
+        if self.pre_norm:
+            x = x + self.dropout(self.attention(self.attention_norm(x), mask))
+            return x + self.feed_forward(self.ffn_norm(x))
+        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
+        return self.ffn_norm(x + self.feed_forward(x))
+
+
+def alibi_slopes(num_heads: int) -> torch.Tensor:
+    """Per-head slopes 2^(-8h/max(H, 8)), h = 1..H. Press et al. 2022 use 2^(-8h/H); with the one
+    or two heads of a tiny model that leaves almost no locality (slope 2^-8), so fewer than 8 heads
+    keep the steep end of the 8-head sequence (1/2, 1/4, ...)."""
+    return torch.tensor([2.0 ** (-8.0 * (h + 1) / max(num_heads, 8)) for h in range(num_heads)])
+
+
+class Encoder(nn.Module):
+    """HF's ElectraModel: embeddings (possibly shared), optional projection, the blocks."""
+
+    def __init__(self, cfg: ModelConfig, embeddings: Embeddings | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.embeddings = embeddings if embeddings is not None else Embeddings(cfg)
+        self.embeddings_project = (nn.Linear(cfg.embedding_size, cfg.hidden_size)
+                                   if cfg.embedding_size != cfg.hidden_size else None)
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
+        self.final_norm = (nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+                           if cfg.norm_position == "pre" else None)
+        if cfg.attention_bias == "alibi":
+            self.register_buffer("alibi", alibi_slopes(cfg.num_heads), persistent=False)
+
+    def attention_mask(self, attention_mask, T, dtype, device):
+        """None (attend everywhere), a (B,1,1,T) bool key mask, or a (B|1,H,T,T) float bias."""
+        key_mask = None if attention_mask is None else attention_mask[:, None, None, :].bool()
+        if self.cfg.attention_bias != "alibi":
+            return key_mask
+        pos = torch.arange(T, device=device)
+        distance = (pos[None, :] - pos[:, None]).abs().to(dtype)  # (T, T)
+        bias = -self.alibi.to(dtype)[:, None, None] * distance  # (H, T, T)
+        bias = bias[None]
+        if key_mask is not None:
+            bias = bias.masked_fill(~key_mask, float("-inf"))
+        return bias
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None):
+        x = self.embeddings(input_ids, token_type_ids)  # (B, T, E)
+        if self.embeddings_project is not None:
+            x = self.embeddings_project(x)  # (B, T, D)
+        mask = self.attention_mask(attention_mask, input_ids.shape[1], x.dtype, x.device)
+        for layer in self.layers:
+            x = layer(x, mask)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x  # (B, T, D)
+
+
+class GeneratorHead(nn.Module):
+    """HF's ElectraGeneratorPredictions + generator_lm_head; the decoder weight is the word embedding."""
+
+    def __init__(self, cfg: ModelConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.embedding_size)
+        self.norm = nn.LayerNorm(cfg.embedding_size, eps=cfg.layer_norm_eps)
+        self.word_embeddings = word_embeddings  # tied, not a copy
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+
+    def forward(self, hidden):  # (..., D) -> (..., V)
+        x = self.norm(F.gelu(self.dense(hidden)))
+        return F.linear(x, self.word_embeddings.weight, self.bias)
+
+
+class DiscriminatorHead(nn.Module):
+    """HF's ElectraDiscriminatorPredictions: dense -> GELU -> dense(1)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.prediction = nn.Linear(cfg.hidden_size, 1)
+
+    def forward(self, hidden):  # (B, T, D) -> (B, T) logits of "replaced"
+        return self.prediction(F.gelu(self.dense(hidden))).squeeze(-1)
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: ModelConfig, embeddings: Embeddings):
+        super().__init__()
+        self.encoder = Encoder(cfg, embeddings)
+        self.head = GeneratorHead(cfg, embeddings.word_embeddings)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, positions=None):
+        """MLM logits, only at `positions` (B, N) when given: (B, N, V); else (B, T, V)."""
+        hidden = self.encoder(input_ids, token_type_ids, attention_mask)
+        if positions is not None:
+            hidden = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
+        return self.head(hidden)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, cfg: ModelConfig, embeddings: Embeddings | None = None):
+        super().__init__()
+        self.encoder = Encoder(cfg, embeddings)
+        self.head = DiscriminatorHead(cfg)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None):
+        return self.head(self.encoder(input_ids, token_type_ids, attention_mask))  # (B, T)
+
+
+def init_weights(module: nn.Module, std: float = 0.02):
+    """HF `ElectraPreTrainedModel._init_weights`: N(0, 0.02) weights, zero biases, unit LayerNorm."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=std)
+            if m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1 - p))

@@ -1,0 +1,203 @@
+"""The ELECTRA objective: masking, generator sampling, replaced-token labels, losses, metrics.
+
+Follows google-research/electra (`run_pretraining.py`, `pretrain_helpers.py`) and paper section 2:
+- `mask_prob` of the non-special tokens are chosen, at most `max_predictions` per sequence (static
+  shapes); 85% of them become [MASK], 15% keep the original token (no random tokens);
+- the generator (same depth, `generator_size` of the width, sharing the embeddings) predicts the
+  vocabulary only at the chosen positions;
+- replacements are sampled from its softmax with the Gumbel-max trick in fp32, without gradient;
+- a token is "replaced" only where the sample differs from the original;
+- loss = gen_weight * MLM loss + disc_weight * BCE over all non-pad tokens.
+
+All randomness comes in as `Noise`, drawn per example from a key derived from (seed, position of
+the example in the data stream), so results do not depend on batching, accumulation or ranks.
+
+Shapes: B batch, T tokens, N predictions per sequence, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from electra.config import ModelConfig, ObjectiveConfig, generator_config
+from electra.model import Discriminator, Embeddings, Generator, init_weights, logit
+from electra.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
+
+SPECIAL_IDS = (PAD_ID, CLS_ID, SEP_ID, MASK_ID)
+
+
+@dataclass
+class Noise:
+    """Uniform(0,1) draws for one batch: which tokens to choose, [MASK] or keep, Gumbel noise."""
+
+    select: torch.Tensor  # (B, T)
+    keep: torch.Tensor  # (B, N)
+    gumbel: torch.Tensor  # (B, N, V)
+
+
+def example_keys(seed: int, positions, purpose: int = 0) -> list[int]:
+    """A 63-bit key per example from (seed, stream position, purpose): stable across batchings."""
+    out = []
+    for pos in positions:
+        x = (int(seed) * 0x9E3779B97F4A7C15 + int(pos) * 0xBF58476D1CE4E5B9 + purpose * 0x94D049BB133111EB)
+        x &= (1 << 64) - 1
+        x ^= x >> 31
+        x = (x * 0xD6E8FEB86659FD93) & ((1 << 64) - 1)
+        x ^= x >> 32
+        out.append(x & ((1 << 63) - 1))
+    return out
+
+
+def draw_noise(keys: list[int], seq_len: int, num_predictions: int, vocab_size: int,
+               device) -> Noise:
+    """Per-example generators, so an example's noise depends only on its key."""
+    select, keep, gumbel = [], [], []
+    for key in keys:
+        g = torch.Generator(device=device).manual_seed(key)
+        select.append(torch.rand(seq_len, generator=g, device=device))
+        keep.append(torch.rand(num_predictions, generator=g, device=device))
+        gumbel.append(torch.rand(num_predictions, vocab_size, generator=g, device=device))
+    return Noise(torch.stack(select), torch.stack(keep), torch.stack(gumbel))
+
+
+class ElectraOutput(NamedTuple):
+    loss: torch.Tensor  # scalar
+    stats: dict[str, torch.Tensor]  # detached sums and counts, see _step_stats
+    disc_logits: torch.Tensor  # (B, T) fp32
+    labels: torch.Tensor  # (B, T) bool: replaced
+    token_mask: torch.Tensor  # (B, T) bool: not padding
+
+
+@dataclass
+class Masked:
+    input_ids: torch.Tensor  # (B, T) with [MASK] at 85% of the chosen positions
+    positions: torch.Tensor  # (B, N) chosen positions (padding slots point anywhere)
+    weights: torch.Tensor  # (B, N) bool: the slot is a real prediction
+    originals: torch.Tensor  # (B, N) original token ids at the positions
+    is_mask_token: torch.Tensor  # (B, N) bool: the input shows [MASK] there
+
+
+def mask_tokens(input_ids, select_noise, keep_noise, mask_prob: float,
+                mask_token_prob: float = 0.85) -> Masked:
+    """Choose round(mask_prob * n) of the n non-special tokens (at least 1, at most N) uniformly
+    without replacement, and replace 85% of those with [MASK]. N = keep_noise.shape[1]."""
+    N = keep_noise.shape[1]
+    candidate = ~torch.isin(input_ids, torch.tensor(SPECIAL_IDS, device=input_ids.device))
+    n_candidates = candidate.sum(1)  # (B,)
+    k = torch.round(n_candidates * mask_prob).long().clamp(min=1, max=N)
+    k = torch.minimum(k, n_candidates)
+    scores = torch.where(candidate, select_noise, torch.full_like(select_noise, -1.0))
+    positions = scores.topk(N, dim=1).indices  # (B, N), distinct, candidates first in random order
+    weights = torch.arange(N, device=input_ids.device)[None, :] < k[:, None]
+    originals = input_ids.gather(1, positions)
+    is_mask_token = weights & (keep_noise < mask_token_prob)
+    masked_ids = input_ids.scatter(1, positions, torch.where(is_mask_token, MASK_ID, originals))
+    return Masked(masked_ids, positions, weights, originals, is_mask_token)
+
+
+def sample_replacements(logits, gumbel_noise, temperature: float = 1.0):
+    """Gumbel-max sampling from softmax(logits / temperature), in fp32, no gradient. (B,N,V)->(B,N)"""
+    with torch.no_grad():
+        u = gumbel_noise.float().clamp(1e-9, 1 - 1e-9)
+        return (logits.float() / temperature - torch.log(-torch.log(u))).argmax(-1)
+
+
+def binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of Bernoulli(p): the loss of a constant predictor that knows the base rate."""
+    p = p.clamp(1e-7, 1 - 1e-7)
+    return -(p * p.log() + (1 - p) * (1 - p).log())
+
+
+class Electra(nn.Module):
+    """Generator + discriminator sharing one Embeddings module; `forward` returns the losses."""
+
+    def __init__(self, model_cfg: ModelConfig, objective_cfg: ObjectiveConfig):
+        super().__init__()
+        self.cfg, self.objective = model_cfg, objective_cfg
+        self.embeddings = Embeddings(model_cfg)
+        self.generator = Generator(generator_config(model_cfg, objective_cfg.generator_size),
+                                   self.embeddings)
+        self.discriminator = Discriminator(model_cfg, self.embeddings)
+        init_weights(self, model_cfg.initializer_range)
+        if objective_cfg.disc_bias_init == "base_rate":
+            # At the start every chosen token is replaced (a random generator is never right).
+            nn.init.constant_(self.discriminator.head.prediction.bias, logit(objective_cfg.mask_prob))
+
+    def forward(self, input_ids, token_type_ids, attention_mask, noise: Noise,
+                num_predictions=None, num_tokens=None):
+        """Losses normalised by `num_predictions` / `num_tokens` (default: this batch's counts;
+        the trainer passes the whole step's counts so that accumulation equals one big batch)."""
+        obj = self.objective
+        m = mask_tokens(input_ids, noise.select, noise.keep, obj.mask_prob, obj.mask_token_prob)
+        token_mask = input_ids != PAD_ID if attention_mask is None else attention_mask.bool()
+        if num_predictions is None:
+            num_predictions = m.weights.sum().clamp(min=1)
+        if num_tokens is None:
+            num_tokens = token_mask.sum().clamp(min=1)
+
+        gen_logits = self.generator(m.input_ids, token_type_ids, attention_mask, m.positions)  # (B,N,V)
+        gen_nll = F.cross_entropy(gen_logits.flatten(0, 1).float(), m.originals.flatten(),
+                                  reduction="none").view_as(m.originals)
+        gen_loss = (gen_nll * m.weights).sum() / num_predictions
+
+        sampled = sample_replacements(gen_logits, noise.gumbel, obj.temperature)  # (B, N)
+        sampled = torch.where(m.weights, sampled, m.originals)
+        disc_ids = m.input_ids.scatter(1, m.positions, sampled)
+        labels = torch.zeros_like(input_ids, dtype=torch.bool)
+        labels = labels.scatter(1, m.positions, (sampled != m.originals) & m.weights)  # (B, T)
+
+        disc_logits = self.discriminator(disc_ids, token_type_ids, attention_mask).float()  # (B, T)
+        disc_bce = F.binary_cross_entropy_with_logits(disc_logits, labels.float(), reduction="none")
+        disc_loss = (disc_bce * token_mask).sum() / num_tokens
+
+        loss = obj.gen_weight * gen_loss + obj.disc_weight * disc_loss
+        with torch.no_grad():
+            stats = _step_stats(gen_logits, m, labels, disc_logits, token_mask)
+            stats.update(gen_loss_sum=(gen_nll * m.weights).sum(),
+                         disc_loss_sum=(disc_bce * token_mask).sum())
+        return ElectraOutput(loss, stats, disc_logits, labels, token_mask)
+
+
+def _step_stats(gen_logits, m: Masked, labels, disc_logits, token_mask) -> dict[str, torch.Tensor]:
+    """Sums and counts (detached tensors; `.item()` happens only at log steps)."""
+    at_mask = m.weights & m.is_mask_token
+    correct = (gen_logits.argmax(-1) == m.originals) & at_mask
+    predicted = disc_logits > 0
+    real = token_mask
+    return {
+        "gen_correct_at_mask": correct.sum(),
+        "num_mask_tokens": at_mask.sum(),
+        "num_predictions": m.weights.sum(),
+        "num_tokens": real.sum(),
+        "num_replaced": (labels & real).sum(),
+        "disc_correct": ((predicted == labels) & real).sum(),
+        "disc_true_pos": (predicted & labels & real).sum(),
+        "disc_pred_pos": (predicted & real).sum(),
+    }
+
+
+def summarize(stats: dict[str, float]) -> dict[str, float]:
+    """Turn summed stats into the honest metrics: gen accuracy at [MASK] only, disc loss beside its
+    label entropy (what a constant predictor scores), precision and recall of 'replaced'."""
+    n_tok = max(stats["num_tokens"], 1)
+    replaced = stats["num_replaced"] / n_tok
+    return {
+        "gen_loss": stats["gen_loss_sum"] / max(stats["num_predictions"], 1),
+        "gen_accuracy": stats["gen_correct_at_mask"] / max(stats["num_mask_tokens"], 1),
+        "disc_loss": stats["disc_loss_sum"] / n_tok,
+        "disc_label_entropy": float(binary_entropy(torch.tensor(replaced))),
+        "disc_accuracy": stats["disc_correct"] / n_tok,
+        "disc_precision": stats["disc_true_pos"] / max(stats["disc_pred_pos"], 1),
+        "disc_recall": stats["disc_true_pos"] / max(stats["num_replaced"], 1),
+        "replaced_share": replaced,
+    }
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+

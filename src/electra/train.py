@@ -1,0 +1,290 @@
+"""The pre-training loop: `pretrain(cfg, run_dir, data_dir)`.
+
+One step reads top to bottom: set the learning rate, take the step's examples from the endless
+shuffled stream, run the micro-batches (gradients accumulated, losses normalised by the whole
+step's counts), clip, step, log, evaluate and checkpoint on their intervals. Everything the step
+depends on (data position, masking, sampling) derives from (seed, step), and the RNG state is
+checkpointed, so a resumed run reproduces an uninterrupted one bit for bit on CPU.
+Schedule and optimizer follow google-research/electra: AdamW (no decay on biases and LayerNorm),
+linear warmup times linear decay to zero, global-norm clipping at 1.0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from electra.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from electra.config import Config, apply_overrides
+from electra.data import COUNTS_FILE, PretrainingData, load_index, prepare_corpus, stream_indices
+from electra.errors import UsageError
+from electra.evaluate import evaluate_rtd
+from electra.objective import Electra, SPECIAL_IDS, count_parameters, draw_noise, example_keys, summarize
+from electra.tokenizer import TOKENIZER_FILE, load_tokenizer, train_tokenizer
+
+CONFIG_FILE, METRICS_FILE, RUN_FILE = "config.json", "metrics.jsonl", "run.json"
+
+
+def lr_at(step: int, peak: float, warmup_steps: int, progress: float) -> float:
+    """Official ELECTRA schedule: peak * min(1, (step+1)/warmup) * (1 - progress), where progress
+    is the share of the run done (steps or wall-clock, whichever is further). The +1 spends no step
+    at lr 0, which matters when optimizer steps are scarce."""
+    return peak * min(1.0, (step + 1) / warmup_steps) * max(0.0, 1.0 - progress)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} was asked for but CUDA is not available; use --set train.device=cpu")
+    return torch.device(name)
+
+
+def autocast_for(precision: str, device: torch.device):
+    """A context manager: bf16/fp16 autocast on CUDA, nothing on CPU fp32."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext, precision
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return (lambda: torch.autocast(device.type, dtype=dtype)), precision
+
+
+def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (official: exclude LayerNorm and bias)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                             eps=cfg.adam_eps, foreach=True)
+
+
+def count_targets(input_ids: torch.Tensor, mask_prob: float, num_predictions: int):
+    """How many predictions and real tokens a batch holds (masking picks this many; see mask_tokens)."""
+    candidates = (~torch.isin(input_ids, torch.tensor(SPECIAL_IDS))).sum(1)
+    k = torch.minimum(torch.round(candidates * mask_prob).long().clamp(1, num_predictions), candidates)
+    return int(k.sum()), int((input_ids != 0).sum())
+
+
+def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress: bool = True) -> dict:
+    """Pre-train (or continue) the run in `run_dir`; returns the last evaluation's metrics."""
+    run = Path(run_dir)
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    device = resolve_device(tc.device)
+    autocast, precision = autocast_for(tc.precision, device)
+    train_data = PretrainingData(data_dir, "train", cfg.data.seq_len, cfg.data.single_segment_prob, tc.seed)
+    val_data = PretrainingData(data_dir, "val", cfg.data.seq_len, cfg.data.single_segment_prob, tc.seed)
+    if len(train_data) == 0:
+        raise UsageError(f"{str(data_dir)!r} holds no training examples")
+    if cfg.model.vocab_size != train_data.vocab_size:
+        raise UsageError(f"model.vocab_size ({cfg.model.vocab_size}) differs from the data's tokenizer "
+                         f"({train_data.vocab_size}); leave model.vocab_size unset for pretrain")
+
+    torch.manual_seed(tc.seed)
+    model = Electra(cfg.model, cfg.objective).to(device)
+    optimizer = build_optimizer(model, tc)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    step, elapsed_before = 0, 0.0
+    if resume:
+        ckpt = latest_checkpoint(run)
+        if ckpt is None:
+            raise UsageError(f"no checkpoint in {str(run)!r} to resume from; start without --resume")
+        state = load_checkpoint(ckpt, model, optimizer, restore_rng=True)
+        step, elapsed_before = state["step"], state.get("elapsed", 0.0)
+    else:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2))
+    forward = torch.compile(model) if tc.compile else model
+
+    seq_len, vocab = cfg.data.seq_len, cfg.model.vocab_size
+    num_predictions = cfg.objective.predictions_per_sequence(seq_len)
+    micro = tc.batch_size // tc.grad_accum
+    budget = tc.time_budget_seconds
+    log = MetricsLog(run / METRICS_FILE, step if resume else 0)
+    log.echo(f"params: discriminator {count_parameters(model.discriminator):,}, generator "
+             f"{count_parameters(model.generator):,} (embeddings shared) | device {device} {precision} | "
+             f"{len(train_data):,} train examples of {seq_len} tokens")
+    bar = tqdm(total=int(budget) if budget else tc.max_steps, initial=0 if budget else step,
+               unit="s" if budget else "step", disable=not show_progress, dynamic_ncols=True,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
+    start_time = time.monotonic()
+    elapsed = lambda: elapsed_before + time.monotonic() - start_time  # noqa: E731
+    window = Window()
+    last_eval: dict = {}
+
+    model.train()
+    while step < tc.max_steps and (budget is None or elapsed() < budget):
+        progress = max(step / tc.max_steps, elapsed() / budget if budget else 0.0)
+        lr = lr_at(step, tc.lr, tc.warmup_steps, progress)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        positions = range(step * tc.batch_size, (step + 1) * tc.batch_size)
+        batch = train_data.batch(stream_indices(len(train_data), tc.seed, positions[0], tc.batch_size))
+        n_pred, n_tok = count_targets(batch["input_ids"], cfg.objective.mask_prob, num_predictions)
+        keys = example_keys(tc.seed, positions)
+        for i in range(0, tc.batch_size, micro):
+            part = {k: v[i:i + micro].to(device, non_blocking=True) for k, v in batch.items()}
+            noise = draw_noise(keys[i:i + micro], seq_len, num_predictions, vocab, device)
+            with autocast():
+                out = forward(part["input_ids"], part["token_type_ids"], part["attention_mask"],
+                              noise, num_predictions=n_pred, num_tokens=n_tok)
+            scaler.scale(out.loss).backward()
+            window.add({**out.stats, "loss": out.loss.detach()})
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window.add({"grad_norm": grad_norm.detach(), "steps": 1})
+        bar.update(int(elapsed()) - bar.n if budget else 1)
+
+        if step % tc.log_every == 0:
+            log.write(step, window.flush(lr, elapsed()), bar)
+        if step % tc.eval_every == 0:
+            last_eval = _evaluate(model, val_data, cfg, device, autocast, step, elapsed(), log, bar)
+        if step % tc.checkpoint_every == 0:
+            save_checkpoint(run, step, model, optimizer, {"elapsed": elapsed(), "config": cfg.to_dict()},
+                            tc.keep_checkpoints)
+    bar.close()
+    if window.steps:
+        log.write(step, window.flush(lr, elapsed()), None)
+    if step % tc.eval_every:
+        last_eval = _evaluate(model, val_data, cfg, device, autocast, step, elapsed(), log, None)
+    if step % tc.checkpoint_every:
+        save_checkpoint(run, step, model, optimizer, {"elapsed": elapsed(), "config": cfg.to_dict()},
+                        tc.keep_checkpoints)
+    log.echo(f"done: {step} steps in {elapsed() / 60:.1f} min; checkpoints in {run / 'checkpoints'}")
+    return last_eval
+
+
+def _evaluate(model, data, cfg, device, autocast, step, elapsed, log, bar) -> dict:
+    if len(data) == 0:
+        return {}
+    n = min(len(data), cfg.train.eval_batches * cfg.train.batch_size)
+    with autocast():
+        metrics = evaluate_rtd(model, data, range(n), cfg, device, batch_size=cfg.train.batch_size)
+    model.train()
+    log.write(step, {"split": "val", **metrics, "elapsed": elapsed}, bar, prefix="eval")
+    return metrics
+
+
+class Window:
+    """Sums of step statistics between log lines (tensors until flushed: one host sync per log)."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor | float] = {}
+        self.steps = 0
+        self.start = time.monotonic()
+
+    def add(self, stats: dict):
+        self.steps += int(stats.get("steps", 0))
+        for k, v in stats.items():
+            if k != "steps":
+                self.sums[k] = self.sums.get(k, 0) + (v.detach().float() if torch.is_tensor(v) else v)
+
+    def flush(self, lr: float, elapsed: float) -> dict:
+        sums = {k: float(v) for k, v in self.sums.items()}
+        seconds = max(time.monotonic() - self.start, 1e-9)
+        steps = max(self.steps, 1)
+        record = {"loss": sums["loss"] / steps, **summarize(sums), "lr": lr,
+                  "grad_norm": sums["grad_norm"] / steps,
+                  "tokens_per_s": sums["num_tokens"] / seconds, "elapsed": elapsed}
+        self.__init__()
+        return record
+
+
+class MetricsLog:
+    """`metrics.jsonl` (one JSON record per log or eval step) and the one-line console echo."""
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        if resume_step and path.exists():  # drop records past the checkpoint we resume from
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, step: int, record: dict, bar, prefix: str = "step"):
+        record = {"step": step, **record}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.echo(format_record(record, prefix), bar)
+
+    @staticmethod
+    def echo(text: str, bar=None):
+        (bar.write if bar is not None else tqdm.write)(text)
+
+
+def format_record(r: dict, prefix: str) -> str:
+    def f(key, fmt):
+        v = r.get(key)
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+    if prefix == "eval":
+        return (f"eval {r['step']:>6} | gen acc@mask {f('gen_accuracy', '.3f')} | disc loss "
+                f"{f('disc_loss', '.4f')} (label entropy {f('disc_label_entropy', '.4f')}) | acc "
+                f"{f('disc_accuracy', '.3f')} P {f('disc_precision', '.3f')} R {f('disc_recall', '.3f')}"
+                f" | AUC {f('disc_auc', '.4f')}")
+    return (f"step {r['step']:>6} | loss {f('loss', '.3f')} | gen {f('gen_loss', '.3f')} acc@mask "
+            f"{f('gen_accuracy', '.3f')} | disc {f('disc_loss', '.4f')} (H {f('disc_label_entropy', '.4f')})"
+            f" | lr {f('lr', '.2e')} | gnorm {f('grad_norm', '.2f')} | {f('tokens_per_s', ',.0f')} tok/s")
+
+
+def start_run(cfg: Config, run_dir, corpus=None, data_dir=None, show_progress: bool = True):
+    """Make a run directory: tokenizer + prepared data (from `corpus`) or a link to `data_dir`.
+    Built under a temporary name and renamed, so a failed setup leaves nothing behind.
+    Returns (cfg with the tokenizer's vocabulary size, data directory)."""
+    run = Path(run_dir)
+    if run.exists() and (not run.is_dir() or any(run.iterdir())):
+        raise UsageError(f"{str(run)!r} already exists; continue it with --resume, or choose a new --out")
+    run.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{run.name}.tmp-", dir=run.parent))
+    tmp.chmod(0o755)
+    try:
+        if corpus:
+            d = cfg.data
+            stats = train_tokenizer(corpus, tmp, d.vocab_size, d.lowercase, d.normalization, d.doc_sep,
+                                    show_progress=show_progress)
+            if stats.replaced:
+                tqdm.write(f"note: {stats.replaced} undecodable byte sequences were replaced by U+FFFD")
+            prepare_corpus(corpus, tmp, tmp / "data", d.doc_sep, d.val_fraction, d.val_max_tokens,
+                           show_progress=show_progress)
+            data = run / "data"
+        else:
+            load_index(data_dir)
+            data = Path(data_dir).resolve()
+            shutil.copyfile(data / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
+        shutil.copyfile((tmp / "data" if corpus else data) / COUNTS_FILE, tmp / COUNTS_FILE)
+        vocab = load_tokenizer(tmp).get_vocab_size()
+        cfg = apply_overrides(cfg, {"model.vocab_size": vocab})
+        (tmp / RUN_FILE).write_text(json.dumps({"data_dir": str(data)}, indent=2))
+        (tmp / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2))
+        if run.exists():
+            run.rmdir()
+        tmp.rename(run)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return cfg, data
+
+
+def run_data_dir(run_dir) -> Path:
+    """The prepared data a run trains on (recorded by start_run)."""
+    run = Path(run_dir)
+    if (run / "data").is_dir():
+        return run / "data"
+    try:
+        return Path(json.loads((run / RUN_FILE).read_text())["data_dir"])
+    except (OSError, ValueError, KeyError):
+        raise UsageError(f"{str(run)!r} does not record its data; pass --data DIR") from None

@@ -1,0 +1,174 @@
+"""The ELECTRA objective: masking invariants, labels, gradient isolation, sharing, padding."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from electra.config import ModelConfig, ObjectiveConfig
+from electra.objective import (SPECIAL_IDS, Electra, draw_noise, example_keys, mask_tokens,
+                               sample_replacements)
+from electra.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
+
+VOCAB = 99
+
+
+def random_batch(rng: torch.Generator, B: int, T: int):
+    """[CLS] tokens [SEP] tokens [SEP] [PAD]... with random lengths."""
+    ids = torch.full((B, T), PAD_ID)
+    for b in range(B):
+        n = int(torch.randint(3, T + 1, (1,), generator=rng))
+        ids[b, :n] = torch.randint(len(SPECIAL_IDS) + 1, VOCAB, (n,), generator=rng)
+        ids[b, 0], ids[b, n - 1] = CLS_ID, SEP_ID
+        if n > 4:
+            ids[b, n // 2] = SEP_ID
+    return ids
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31), B=st.integers(1, 6), T=st.integers(4, 40),
+       mask_prob=st.floats(0.05, 0.5), N=st.integers(1, 12))
+def test_masking_invariants(seed, B, T, mask_prob, N):
+    N = min(N, T)
+    rng = torch.Generator().manual_seed(seed)
+    ids = random_batch(rng, B, T)
+    noise = draw_noise(example_keys(seed, range(B)), T, N, 1, "cpu")
+    m = mask_tokens(ids, noise.select, noise.keep, mask_prob)
+    candidates = ~torch.isin(ids, torch.tensor(SPECIAL_IDS))
+    for b in range(B):
+        chosen = m.positions[b][m.weights[b]]
+        n = int(candidates[b].sum())
+        expected = min(n, max(1, min(N, round(n * mask_prob))))
+        assert len(chosen) == expected, "round(mask_prob * n), at least 1, at most max_predictions"
+        assert len(set(chosen.tolist())) == len(chosen), "positions are distinct"
+        assert candidates[b, chosen].all(), "special and pad tokens are never chosen"
+        untouched = torch.ones(T, dtype=torch.bool)
+        untouched[chosen] = False
+        assert torch.equal(m.input_ids[b, untouched], ids[b, untouched]), "others keep their token"
+        shown = m.input_ids[b, chosen]
+        assert ((shown == MASK_ID) | (shown == ids[b, chosen])).all(), "no random replacement tokens"
+        assert torch.equal(m.originals[b][m.weights[b]], ids[b, chosen])
+
+
+def test_mask_token_share_is_85_percent_over_a_large_sample():
+    ids = random_batch(torch.Generator().manual_seed(0), 512, 128)
+    noise = draw_noise(example_keys(1, range(512)), 128, 19, 1, "cpu")
+    m = mask_tokens(ids, noise.select, noise.keep, 0.15, 0.85)
+    share = (m.is_mask_token & m.weights).sum() / m.weights.sum()
+    assert abs(float(share) - 0.85) < 0.01, float(share)
+
+
+def test_chosen_positions_are_uniform_over_candidates():
+    ids = torch.randint(10, VOCAB, (4000, 20))
+    noise = draw_noise(example_keys(7, range(4000)), 20, 3, 1, "cpu")
+    m = mask_tokens(ids, noise.select, noise.keep, 0.15)
+    hits = torch.bincount(m.positions[m.weights], minlength=20).float()
+    assert (hits / hits.mean() - 1).abs().max() < 0.1, hits
+
+
+def test_noise_depends_only_on_the_example_key():
+    keys = example_keys(3, range(10, 16))
+    whole = draw_noise(keys, 16, 4, 50, "cpu")
+    halves = [draw_noise(keys[:2], 16, 4, 50, "cpu"), draw_noise(keys[2:], 16, 4, 50, "cpu")]
+    for name in ("select", "keep", "gumbel"):
+        assert torch.equal(getattr(whole, name), torch.cat([getattr(h, name) for h in halves]))
+    assert not torch.equal(whole.select[0], whole.select[1])
+
+
+def test_gumbel_sampling_follows_the_softmax():
+    logits = torch.log(torch.tensor([[[0.6, 0.3, 0.1]]])).expand(1, 20000, 3)
+    noise = draw_noise([5], 1, 20000, 3, "cpu").gumbel
+    counts = torch.bincount(sample_replacements(logits, noise).flatten(), minlength=3) / 20000
+    assert torch.allclose(counts, torch.tensor([0.6, 0.3, 0.1]), atol=0.015), counts
+
+
+def small_model(**objective):
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=37,
+                      embedding_size=16, max_position_embeddings=64, dropout=0.0, attention_dropout=0.0)
+    return Electra(cfg, ObjectiveConfig(generator_size=0.5, **objective))
+
+
+def batch_and_noise(B=4, T=24, seed=0):
+    ids = random_batch(torch.Generator().manual_seed(seed), B, T)
+    types = torch.zeros_like(ids)
+    noise = draw_noise(example_keys(seed, range(B)), T, 6, VOCAB, "cpu")
+    return ids, types, ids != PAD_ID, noise
+
+
+def test_labels_are_sampled_differs_from_original():
+    model = small_model()
+    ids, types, attn, noise = batch_and_noise()
+    # Make the generator certain of token 42 everywhere: samples are 42, so "replaced" = original != 42.
+    with torch.no_grad():
+        model.generator.head.bias.fill_(-1e4)
+        model.generator.head.bias[42] = 1e4
+    ids[:, 1:4] = 42  # some originals equal the sample
+    out = model(ids, types, attn, noise)
+    m = mask_tokens(ids, noise.select, noise.keep, 0.15)
+    expected = torch.zeros_like(ids, dtype=torch.bool)
+    expected = expected.scatter(1, m.positions, (m.originals != 42) & m.weights)
+    assert torch.equal(out.labels, expected)
+    assert out.labels.any() and (m.weights & (m.originals == 42)).any()
+
+
+def test_generator_gets_no_gradient_from_the_discriminator_loss():
+    model = small_model(gen_weight=0.0)  # only the discriminator term
+    ids, types, attn, noise = batch_and_noise()
+    model(ids, types, attn, noise).loss.backward()
+    generator_own = [p for n, p in model.generator.named_parameters() if not n.startswith("encoder.embeddings")
+                     and n != "head.word_embeddings.weight"]
+    assert generator_own and all(p.grad is None or not p.grad.any() for p in generator_own)
+    assert model.embeddings.word_embeddings.weight.grad.abs().sum() > 0, "shared embeddings do learn"
+    assert model.discriminator.head.dense.weight.grad.abs().sum() > 0
+
+
+def test_generator_and_discriminator_share_embedding_tensors():
+    model = small_model()
+    assert model.generator.encoder.embeddings is model.discriminator.encoder.embeddings is model.embeddings
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "norm"):
+        assert getattr(model.generator.encoder.embeddings, name).weight is getattr(model.embeddings, name).weight
+    assert model.generator.head.word_embeddings.weight is model.embeddings.word_embeddings.weight
+    n_unique = len({id(p) for p in model.parameters()})
+    assert n_unique == len(list(model.parameters()))
+
+
+def test_generator_width_is_a_fraction_of_the_discriminator():
+    model = small_model()
+    assert model.generator.encoder.cfg.hidden_size == 16
+    assert len(model.generator.encoder.layers) == len(model.discriminator.encoder.layers)
+
+
+def test_padding_does_not_change_real_token_outputs():
+    for variant in ({}, {"norm_position": "pre", "attention_bias": "alibi"}):
+        torch.manual_seed(0)
+        cfg = ModelConfig(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=37,
+                          embedding_size=16, max_position_embeddings=64, **variant)
+        model = Electra(cfg, ObjectiveConfig()).eval()
+        ids = torch.randint(10, VOCAB, (1, 10))
+        padded = torch.cat([ids, torch.full((1, 7), PAD_ID)], 1)
+        types = torch.zeros_like(padded)
+        short = model.discriminator(ids, types[:, :10], torch.ones_like(ids, dtype=torch.bool))
+        long = model.discriminator(padded, types, padded != PAD_ID)
+        torch.testing.assert_close(long[:, :10], short, atol=1e-5, rtol=1e-5)
+        g_short = model.generator(ids, types[:, :10], torch.ones_like(ids, dtype=torch.bool))
+        g_long = model.generator(padded, types, padded != PAD_ID)
+        torch.testing.assert_close(g_long[:, :10], g_short, atol=1e-5, rtol=1e-5)
+
+
+def test_generator_head_runs_only_at_the_chosen_positions():
+    model = small_model().eval()
+    ids, types, attn, noise = batch_and_noise()
+    positions = torch.tensor([[1, 3], [2, 5], [1, 2], [4, 1]])
+    full = model.generator(ids, types, attn)
+    gathered = model.generator(ids, types, attn, positions)
+    assert gathered.shape == (4, 2, VOCAB)
+    torch.testing.assert_close(gathered, full.gather(1, positions[..., None].expand(-1, -1, VOCAB)))
+
+
+def test_base_rate_bias_starts_the_discriminator_at_the_replaced_share():
+    model = small_model(disc_bias_init="base_rate")
+    p = torch.sigmoid(model.discriminator.head.prediction.bias.detach())
+    assert abs(float(p) - 0.15) < 1e-6
+
