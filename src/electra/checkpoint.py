@@ -20,6 +20,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from electra.errors import UsageError
 
+CONFIG_FILE = "config.json"  # the run's resolved config, beside its checkpoints
 CHECKPOINT_DIR = "checkpoints"
 MODEL_FILE, OPTIMIZER_FILE, STATE_FILE = "model.safetensors", "optimizer.safetensors", "state.json"
 
@@ -121,6 +122,14 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
         state[int(idx)] = {name: tensors[f"optim.{idx}.{name}"] if value is None else value
                            for name, value in entry.items()}
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def write_json_atomic(path, obj):
+    """Write JSON to a temporary file and rename it over `path`: readers see old or new, never half."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
 
 
 def _fsync(path: Path):

@@ -111,7 +111,8 @@ def _overrides(args) -> dict:
 
 def cmd_pretrain(args):
     from electra.config import Config, apply_overrides, preset_config
-    from electra.train import CONFIG_FILE, pretrain, run_data_dir, start_run
+    from electra.checkpoint import CONFIG_FILE
+    from electra.train import pretrain, run_data_dir, start_run
 
     overrides = _overrides(args)
     if args.resume:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from electra.corpus import ReadStats, check_corpus_files, read_documents
 from electra.errors import UsageError
-from electra.tokenizer import CLS_ID, PAD_ID, SEP_ID, TOKENIZER_FILE, load_tokenizer, save_tokenizer
+from electra.tokenizer import CLS_ID, PAD_ID, SEP_ID, load_tokenizer, save_tokenizer
 
 INDEX_FILE = "index.json"
 COUNTS_FILE = "token_counts.npy"
@@ -267,6 +267,3 @@ def stream_indices(n: int, seed: int, start: int, count: int) -> np.ndarray:
         filled, pos = filled + take, pos + take
     return out
 
-
-def copy_tokenizer(data_dir, dest):
-    shutil.copyfile(Path(data_dir) / TOKENIZER_FILE, Path(dest) / TOKENIZER_FILE)

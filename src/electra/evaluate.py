@@ -19,7 +19,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from electra.data import COUNTS_FILE, PretrainingData, prepare_corpus
-from electra.objective import SPECIAL_IDS, binary_entropy, draw_noise, example_keys, mask_tokens
+from electra.objective import SPECIAL_IDS, draw_noise, example_keys, mask_tokens, maskable, summarize
 
 EVAL_SEED = 20_200_323  # fixed noise, so evaluations compare across steps and runs
 UNIGRAM_REPLACE_PROB = 0.15
@@ -48,25 +48,11 @@ def evaluate_rtd(model, data: PretrainingData, indices, cfg, device, batch_size:
         out = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], noise)
         for k, v in out.stats.items():
             sums[k] = sums.get(k, 0.0) + float(v)
-        real = out.token_mask & ~torch.isin(batch["input_ids"], torch.tensor(SPECIAL_IDS, device=device))
+        real = maskable(batch["input_ids"])  # as in the stats: [CLS]/[SEP] are never replaced
         probs.append(torch.sigmoid(out.disc_logits[real]).cpu().numpy())
         labels.append(out.labels[real].cpu().numpy())
-    n_tok = max(sums["num_tokens"], 1)
     labels, probs = np.concatenate(labels), np.concatenate(probs)
-    predicted = probs > 0.5
-    return {
-        "gen_accuracy": sums["gen_correct_at_mask"] / max(sums["num_mask_tokens"], 1),
-        "gen_loss": sums["gen_loss_sum"] / max(sums["num_predictions"], 1),
-        # loss and its label entropy over all tokens, as trained; the rest over non-special tokens
-        "disc_loss": sums["disc_loss_sum"] / n_tok,
-        "disc_label_entropy": float(binary_entropy(torch.tensor(sums["num_replaced"] / n_tok))),
-        "disc_accuracy": float((predicted == labels).mean()),
-        "disc_precision": float((predicted & labels).sum() / max(predicted.sum(), 1)),
-        "disc_recall": float((predicted & labels).sum() / max(labels.sum(), 1)),
-        "disc_auc": _auc(labels, probs),
-        "replaced_share": float(labels.mean()),
-        "tokens": int(n_tok),
-    }
+    return {**summarize(sums), "disc_auc": _auc(labels, probs), "tokens": int(sums["num_tokens"])}
 
 
 @torch.no_grad()
@@ -94,7 +80,7 @@ def evaluate_unigram(model, data: PretrainingData, indices, unigram_counts: np.n
         is_replaced = torch.zeros_like(ids, dtype=torch.bool).scatter(1, m.positions, draws != m.originals)
         logits = model.discriminator(corrupted.to(device), batch["token_type_ids"].to(device),
                                      batch["attention_mask"].to(device)).float().cpu()
-        real = batch["attention_mask"] & ~torch.isin(ids, torch.tensor(SPECIAL_IDS))
+        real = maskable(ids)
         probs.append(torch.sigmoid(logits[real]).numpy())
         rarities.append(rarity[corrupted[real].numpy()])
         labels.append(is_replaced[real].numpy())
@@ -121,6 +107,10 @@ def evaluate_corpus(loaded, corpus, doc_sep: str = "line", batch_size: int = 64,
         metrics = evaluate_rtd(loaded.model, data, indices, cfg, device, batch_size)
         metrics.update(evaluate_unigram(loaded.model, data, indices, unigram_counts, train_counts,
                                         device, batch_size))
+    # the share a generator that always predicts the most frequent token would score
+    top = int(np.argmax(unigram_counts))
+    metrics["top_token"] = loaded.tokenizer.id_to_token(top)
+    metrics["top_token_share"] = float(unigram_counts[top] / unigram_counts.sum())
     metrics["step"] = loaded.step
     metrics["examples"] = len(indices)
     return metrics

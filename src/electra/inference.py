@@ -13,13 +13,11 @@ from pathlib import Path
 
 import torch
 
-from electra.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from electra.checkpoint import CONFIG_FILE, latest_checkpoint, list_checkpoints, load_checkpoint
 from electra.config import Config
 from electra.errors import UsageError
 from electra.objective import Electra
 from electra.tokenizer import load_tokenizer
-
-CONFIG_FILE = "config.json"
 
 
 @dataclass

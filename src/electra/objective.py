@@ -82,15 +82,25 @@ class Masked:
     is_mask_token: torch.Tensor  # (B, N) bool: the input shows [MASK] there
 
 
+def maskable(input_ids):
+    """(B, T) bool: tokens that may be chosen (not [PAD], [CLS], [SEP] or [MASK])."""
+    return ~torch.isin(input_ids, torch.tensor(SPECIAL_IDS, device=input_ids.device))
+
+
+def prediction_counts(input_ids, mask_prob: float, max_predictions: int):
+    """(B,) how many positions each sequence predicts: round(mask_prob * n) of its n maskable
+    tokens, at least 1 and at most max_predictions (official `pretrain_helpers.mask`)."""
+    n = maskable(input_ids).sum(1)
+    return torch.minimum(torch.round(n.double() * mask_prob).long().clamp(min=1, max=max_predictions), n)
+
+
 def mask_tokens(input_ids, select_noise, keep_noise, mask_prob: float,
                 mask_token_prob: float = 0.85) -> Masked:
-    """Choose round(mask_prob * n) of the n non-special tokens (at least 1, at most N) uniformly
-    without replacement, and replace 85% of those with [MASK]. N = keep_noise.shape[1]."""
+    """Choose `prediction_counts` of the maskable tokens uniformly without replacement, and replace
+    85% of those with [MASK]. N = keep_noise.shape[1] is the number of prediction slots."""
     N = keep_noise.shape[1]
-    candidate = ~torch.isin(input_ids, torch.tensor(SPECIAL_IDS, device=input_ids.device))
-    n_candidates = candidate.sum(1)  # (B,)
-    k = torch.round(n_candidates * mask_prob).long().clamp(min=1, max=N)
-    k = torch.minimum(k, n_candidates)
+    candidate = maskable(input_ids)
+    k = prediction_counts(input_ids, mask_prob, N)
     scores = torch.where(candidate, select_noise, torch.full_like(select_noise, -1.0))
     positions = scores.topk(N, dim=1).indices  # (B, N), distinct, candidates first in random order
     weights = torch.arange(N, device=input_ids.device)[None, :] < k[:, None]
@@ -157,27 +167,29 @@ class Electra(nn.Module):
 
         loss = obj.gen_weight * gen_loss + obj.disc_weight * disc_loss
         with torch.no_grad():
-            stats = _step_stats(gen_logits, m, labels, disc_logits, token_mask)
+            stats = _step_stats(gen_logits, m, labels, disc_logits, token_mask, maskable(input_ids))
             stats.update(gen_loss_sum=(gen_nll * m.weights).sum(),
                          disc_loss_sum=(disc_bce * token_mask).sum())
         return ElectraOutput(loss, stats, disc_logits, labels, token_mask)
 
 
-def _step_stats(gen_logits, m: Masked, labels, disc_logits, token_mask) -> dict[str, torch.Tensor]:
-    """Sums and counts (detached tensors; `.item()` happens only at log steps)."""
+def _step_stats(gen_logits, m: Masked, labels, disc_logits, token_mask, scored) -> dict[str, torch.Tensor]:
+    """Sums and counts (detached tensors; `.item()` happens only at log steps). Losses count all
+    real tokens, as trained; accuracy, precision and recall only `scored` (non-special) tokens,
+    because [CLS] and [SEP] are never replaced and trivially recognised."""
     at_mask = m.weights & m.is_mask_token
     correct = (gen_logits.argmax(-1) == m.originals) & at_mask
     predicted = disc_logits > 0
-    real = token_mask
     return {
         "gen_correct_at_mask": correct.sum(),
         "num_mask_tokens": at_mask.sum(),
         "num_predictions": m.weights.sum(),
-        "num_tokens": real.sum(),
-        "num_replaced": (labels & real).sum(),
-        "disc_correct": ((predicted == labels) & real).sum(),
-        "disc_true_pos": (predicted & labels & real).sum(),
-        "disc_pred_pos": (predicted & real).sum(),
+        "num_tokens": token_mask.sum(),
+        "num_replaced": labels.sum(),
+        "num_scored": scored.sum(),
+        "disc_correct": ((predicted == labels) & scored).sum(),
+        "disc_true_pos": (predicted & labels).sum(),
+        "disc_pred_pos": (predicted & scored).sum(),
     }
 
 
@@ -185,16 +197,15 @@ def summarize(stats: dict[str, float]) -> dict[str, float]:
     """Turn summed stats into the honest metrics: gen accuracy at [MASK] only, disc loss beside its
     label entropy (what a constant predictor scores), precision and recall of 'replaced'."""
     n_tok = max(stats["num_tokens"], 1)
-    replaced = stats["num_replaced"] / n_tok
     return {
         "gen_loss": stats["gen_loss_sum"] / max(stats["num_predictions"], 1),
         "gen_accuracy": stats["gen_correct_at_mask"] / max(stats["num_mask_tokens"], 1),
         "disc_loss": stats["disc_loss_sum"] / n_tok,
-        "disc_label_entropy": float(binary_entropy(torch.tensor(replaced))),
-        "disc_accuracy": stats["disc_correct"] / n_tok,
+        "disc_label_entropy": float(binary_entropy(torch.tensor(stats["num_replaced"] / n_tok))),
+        "disc_accuracy": stats["disc_correct"] / max(stats["num_scored"], 1),
         "disc_precision": stats["disc_true_pos"] / max(stats["disc_pred_pos"], 1),
         "disc_recall": stats["disc_true_pos"] / max(stats["num_replaced"], 1),
-        "replaced_share": replaced,
+        "replaced_share": stats["num_replaced"] / max(stats["num_scored"], 1),
     }
 
 

@@ -8,7 +8,6 @@ as a standard `tokenizer.json`, with `[CLS] A [SEP] B [SEP]` templates, loadable
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -96,10 +95,3 @@ def load_tokenizer(path) -> Tokenizer:
                              "train the tokenizer with `electra tokenizer`")
     return tok
 
-
-def tokenizer_settings(tok: Tokenizer) -> dict:
-    """What a run records about its tokenizer (vocabulary size, lowercasing)."""
-    normalizer = json.loads(tok.to_str()).get("normalizer") or {}
-    steps = normalizer.get("normalizers", [normalizer])
-    return {"vocab_size": tok.get_vocab_size(),
-            "lowercase": any(s.get("type") == "Lowercase" for s in steps if s)}

@@ -22,15 +22,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from electra.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from electra.checkpoint import CONFIG_FILE, latest_checkpoint, load_checkpoint, save_checkpoint, write_json_atomic
 from electra.config import Config, apply_overrides
 from electra.data import COUNTS_FILE, PretrainingData, load_index, prepare_corpus, stream_indices
 from electra.errors import UsageError
 from electra.evaluate import evaluate_rtd
-from electra.objective import Electra, SPECIAL_IDS, count_parameters, draw_noise, example_keys, summarize
-from electra.tokenizer import TOKENIZER_FILE, load_tokenizer, train_tokenizer
+from electra.objective import (Electra, count_parameters, draw_noise, example_keys, prediction_counts,
+                               summarize)
+from electra.tokenizer import PAD_ID, TOKENIZER_FILE, load_tokenizer, train_tokenizer
 
-CONFIG_FILE, METRICS_FILE, RUN_FILE = "config.json", "metrics.jsonl", "run.json"
+METRICS_FILE, RUN_FILE = "metrics.jsonl", "run.json"
 
 
 def lr_at(step: int, peak: float, warmup_steps: int, progress: float) -> float:
@@ -67,17 +68,20 @@ def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
                              eps=cfg.adam_eps, foreach=True)
 
 
-def count_targets(input_ids: torch.Tensor, mask_prob: float, num_predictions: int):
-    """How many predictions and real tokens a batch holds (masking picks this many; see mask_tokens)."""
-    candidates = (~torch.isin(input_ids, torch.tensor(SPECIAL_IDS))).sum(1)
-    k = torch.minimum(torch.round(candidates * mask_prob).long().clamp(1, num_predictions), candidates)
-    return int(k.sum()), int((input_ids != 0).sum())
+def count_targets(input_ids: torch.Tensor, mask_prob: float, num_predictions: int) -> tuple[int, int]:
+    """A step's number of predictions and of real tokens: the losses' denominators."""
+    return (int(prediction_counts(input_ids, mask_prob, num_predictions).sum()),
+            int((input_ids != PAD_ID).sum()))
 
 
 def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress: bool = True) -> dict:
     """Pre-train (or continue) the run in `run_dir`; returns the last evaluation's metrics."""
     run = Path(run_dir)
     tc = cfg.train
+    # Flush denormals to zero. Peaked attention in a trained model makes the CPU attention backward
+    # produce denormals, which took steps from 290 to 520 ms on `tiny` (docs/LOG.md). Set before the
+    # first parallel op so the worker threads inherit it.
+    torch.set_flush_denormal(True)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     device = resolve_device(tc.device)
@@ -101,9 +105,8 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
             raise UsageError(f"no checkpoint in {str(run)!r} to resume from; start without --resume")
         state = load_checkpoint(ckpt, model, optimizer, restore_rng=True)
         step, elapsed_before = state["step"], state.get("elapsed", 0.0)
-    else:
-        run.mkdir(parents=True, exist_ok=True)
-        (run / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2))
+    run.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run / CONFIG_FILE, cfg.to_dict())  # as resolved now (a resume may extend it)
     forward = torch.compile(model) if tc.compile else model
 
     seq_len, vocab = cfg.data.seq_len, cfg.model.vocab_size
