@@ -13,6 +13,7 @@ are packed from consecutive text, so padding appears only at the end of a shard.
 
 from __future__ import annotations
 
+import array
 import functools
 import json
 import os
@@ -49,8 +50,8 @@ class _ShardWriter:
         name = f"{self.split}-{len(self.shards):05d}"
         self._file = open(self.out_dir / f"{name}.tokens", "wb")
         self._current = {"name": name, "tokens": 0, "documents": 0, "sentences": 0}
-        self._sentence_starts: list[int] = []
-        self._doc_starts: list[int] = []
+        self._sentence_starts = array.array("q")  # 8 bytes an entry: memory stays small per shard
+        self._doc_starts = array.array("q")
 
     def add_document(self, sentences: list[list[int]]):
         if self._file is None or self._current["tokens"] >= SHARD_TOKENS:
@@ -75,8 +76,8 @@ class _ShardWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         name = self._current["name"]
-        np.save(self.out_dir / f"{name}.sentences.npy", np.asarray(self._sentence_starts, np.int64))
-        np.save(self.out_dir / f"{name}.documents.npy", np.asarray(self._doc_starts, np.int64))
+        np.save(self.out_dir / f"{name}.sentences.npy", np.frombuffer(self._sentence_starts, np.int64))
+        np.save(self.out_dir / f"{name}.documents.npy", np.frombuffer(self._doc_starts, np.int64))
         self.shards.append(self._current)
         self._file = None
 
