@@ -44,6 +44,26 @@ def test_pretrain_evaluate_detect_end_to_end(tmp_path, corpus, capsys):
     assert [l.split()[0] for l in lines[1:]] == ["the", "queen", "is", "a", "powerful", "ruler", "."]
     assert all(0 <= float(l.split()[1]) <= 1 for l in lines[1:])
 
+    code, out, _ = run_cli(capsys, "detect", "--model", run, "--json", "--threshold", 0, "--top-k", 2,
+                           "the queen is a powerful ruler .", "a stray dog")
+    results = [json.loads(line) for line in out.splitlines()]
+    assert [r["words"] for r in results] == [["the", "queen", "is", "a", "powerful", "ruler", "."],
+                                             ["a", "stray", "dog"]]
+    for r in results:
+        assert len(r["tokens"]) == len(r["token_probs"]) >= len(r["words"]) == len(r["word_probs"])
+        assert all(r["flagged"]) and all(len(s) == 2 and not s[0].startswith("##") for s in r["suggestions"])
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the queen is a powerful ruler .\n\na stray dog\n")
+    code, from_file, _ = run_cli(capsys, "detect", "--model", run, "--json", "--threshold", 0, "--top-k", 2,
+                                 "--file", texts, "--batch-size", 1)
+    for a, b in zip([json.loads(line) for line in from_file.splitlines()], results, strict=True):
+        assert a["tokens"] == b["tokens"] and a["token_probs"] == pytest.approx(b["token_probs"], abs=1e-5)
+    code, out, _ = run_cli(capsys, "detect", "--model", run, "--json", "--threshold", 1.0, "a stray dog")
+    assert json.loads(out)["suggestions"] == [[], [], []]
+    proc = subprocess.run([sys.executable, "-m", "electra", "detect", "--model", str(run), "--json"],
+                          input="a stray dog\n", capture_output=True, text=True)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["words"] == ["a", "stray", "dog"]
+
     code, out, _ = run_cli(capsys, "pretrain", "--out", run, "--resume", "--max-steps", 8, "--no-progress")
     assert code == 0 and "step-00000008" in {p.name for p in (run / "checkpoints").iterdir()}
 

@@ -17,7 +17,7 @@ def test_small_preset_is_the_official_electra_small():
     assert (t.batch_size, t.lr, t.warmup_steps, t.max_steps) == (128, 5e-4, 10_000, 1_000_000)
     assert cfg.data.seq_len == 128 and cfg.objective.disc_weight == 50 and cfg.objective.mask_prob == 0.15
     assert m.hf_compatible
-    gen = generator_config(m, cfg.objective.generator_size)
+    gen = generator_config(m, cfg.objective)
     assert (gen.hidden_size, gen.num_heads, gen.intermediate_size, gen.num_layers) == (64, 1, 256, 12)
 
 

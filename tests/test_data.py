@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from electra.corpus import ReadStats, read_documents
+from electra.corpus import read_documents
 from electra.data import PretrainingData, load_index, prepare_corpus, stream_indices
 from electra.errors import UsageError
 from electra.tokenizer import CLS_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, load_tokenizer, train_tokenizer

@@ -8,6 +8,7 @@ fsynced and renamed, so a crash never leaves a half-written checkpoint under a r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -45,8 +46,53 @@ def latest_checkpoint(run_dir) -> Path | None:
     return found[-1] if found else None
 
 
+def latest_valid_checkpoint(run_dir, warn=print) -> Path | None:
+    """The newest checkpoint whose files match the sizes and hashes its state recorded; a damaged
+    one (truncated, corrupted, half-deleted) is skipped with a warning."""
+    for ckpt in reversed(list_checkpoints(run_dir)):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            return ckpt
+        warn(f"warning: checkpoint {ckpt.name} is damaged ({problem}); using the one before it")
+    return None
+
+
+def checkpoint_problem(path) -> str | None:
+    """Why the checkpoint at `path` cannot be trusted, or None: an unreadable state, or a file whose
+    size or SHA-256 differs from what was written."""
+    path = Path(path)
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+        files = state.get("files", {})
+    except (OSError, ValueError, AttributeError) as e:
+        return f"{STATE_FILE} unreadable: {e}"
+    for name, record in files.items():
+        f = path / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != record["bytes"]:
+            return f"{name} has {f.stat().st_size} bytes, {record['bytes']} were written"
+        if _file_record(f)["sha256"] != record["sha256"]:
+            return f"{name} does not match its SHA-256"
+    return None
+
+
+def _file_record(path: Path) -> dict:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
 def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer=None,
                     state: dict | None = None, keep: int = 3) -> Path:
+    """Write `checkpoints/step-N` atomically and prune to the last `keep`. Refuses non-finite
+    weights, so a diverged model never replaces a good checkpoint."""
+    bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise UsageError(f"not writing checkpoint {checkpoint_name(step)}: non-finite values in {bad[0]}; "
+                         "the previous checkpoint is kept (lower train.lr and --resume)")
     root = Path(run_dir) / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
@@ -59,13 +105,12 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer=None,
             opt_tensors, state["optimizer"] = _flatten_optimizer(optimizer.state_dict())
             tensors.update(opt_tensors)
         save_file(tensors, str(tmp / OPTIMIZER_FILE))
+        state["files"] = {name: _file_record(tmp / name) for name in (MODEL_FILE, OPTIMIZER_FILE)}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
         for f in tmp.iterdir():
             _fsync(f)
         tmp.chmod(0o755)
-        if final.exists():  # the same step saved again (e.g. the final step): replace it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        replace_dir(tmp, final)  # the same step saved again (the final step) replaces the old one
         _fsync(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -75,19 +120,36 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer=None,
     return final
 
 
-def load_checkpoint(path, model: torch.nn.Module, optimizer=None, restore_rng: bool = False) -> dict:
+def remove_stale_temporaries(run_dir):
+    """Temporary checkpoint folders left by a process killed while writing one."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith(".step-") and (".tmp-" in p.name or ".old-" in p.name):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def load_checkpoint(path, model: torch.nn.Module, optimizer=None, restore_rng: bool = False,
+                    verify: bool = True) -> dict:
     """Load weights (strictly) and optionally the optimizer and RNG; return the JSON state."""
     path = Path(path)
+    problem = checkpoint_problem(path) if verify else None
+    if problem:
+        raise UsageError(f"checkpoint {str(path)!r} is damaged ({problem}); pick an earlier --step")
     try:
         state = json.loads((path / STATE_FILE).read_text())
         missing, unexpected = load_model(model, str(path / MODEL_FILE), strict=False)
         tensors = load_file(str(path / OPTIMIZER_FILE)) if (optimizer or restore_rng) else {}
     except (OSError, ValueError, SafetensorError) as e:
         raise UsageError(f"checkpoint {str(path)!r} cannot be read ({e}); it may be truncated")
+    except RuntimeError as e:  # tensor shapes differ from the config's
+        detail = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e))
+        raise UsageError(f"checkpoint {str(path)!r} was written for another architecture than its "
+                         f"config.json describes ({detail})")
     if missing or unexpected:
         raise UsageError(f"checkpoint {str(path)!r} does not match the model: missing "
                          f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
-    if optimizer is not None:
+    if optimizer is not None and "optimizer" in state:  # an imported checkpoint has no optimizer state
         optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
     if restore_rng:
         torch.set_rng_state(tensors["rng.cpu"])
@@ -124,12 +186,35 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def write_json_atomic(path, obj):
-    """Write JSON to a temporary file and rename it over `path`: readers see old or new, never half."""
+def temp_dir_beside(path: Path) -> Path:
+    """An empty folder next to `path`, to build it in and rename when complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp.chmod(0o755)
+    return tmp
+
+
+def replace_dir(tmp: Path, final: Path):
+    """Move `tmp` to `final`; an existing `final` is removed only once `tmp` is complete."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    else:
+        os.replace(tmp, final)
+
+
+def write_text_atomic(path, text: str):
+    """Write to a temporary file and rename it over `path`: readers see old or new, never half."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path, obj):
+    write_text_atomic(path, json.dumps(obj, indent=2))
 
 
 def _fsync(path: Path):

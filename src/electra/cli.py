@@ -70,9 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="per-word probability that a word was replaced")
     p.add_argument("--model", required=True, metavar="RUN")
-    p.add_argument("text", nargs="+", help="text to score (each argument separately)")
+    p.add_argument("text", nargs="*", help="texts to score (each argument separately); "
+                   "without texts or --file, one text per line from standard input")
+    p.add_argument("--file", metavar="FILE", help="score each line of FILE (batched)")
+    p.add_argument("--json", action="store_true", help="one JSON object per text (JSON Lines)")
+    p.add_argument("--threshold", type=float, default=0.5, help="flag words at or above this probability")
+    p.add_argument("--top-k", type=int, default=3, help="generator suggestions per flagged word (0: none)")
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("export", help="write a run as Hugging Face ELECTRA directories")
+    p.add_argument("--model", required=True, metavar="RUN")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+
+    p = sub.add_parser("import", help="make a run from Hugging Face ELECTRA weights")
+    p.add_argument("--hf", required=True, metavar="DIR",
+                   help="a discriminator directory, or an export with discriminator/ and generator/")
+    p.add_argument("--generator", metavar="DIR", help="the generator directory, if elsewhere")
+    p.add_argument("--out", required=True, metavar="RUN")
+    p.add_argument("--preset", default="small", help="training settings to start from (default small)")
     return parser
 
 
@@ -112,17 +131,22 @@ def _overrides(args) -> dict:
 def cmd_pretrain(args):
     from electra.config import Config, apply_overrides, preset_config
     from electra.checkpoint import CONFIG_FILE
-    from electra.train import pretrain, run_data_dir, start_run
+    from electra.train import attach_data, pretrain, run_data_dir, start_run
 
     overrides = _overrides(args)
     if args.resume:
-        if args.corpus or args.data:
-            raise UsageError("--resume continues RUN on its own data; drop --corpus/--data")
         config_path = Path(args.out) / CONFIG_FILE
         if not config_path.is_file():
             raise UsageError(f"nothing to resume in {args.out!r} (no {CONFIG_FILE}); start without --resume")
         cfg = apply_overrides(Config.from_dict(json.loads(config_path.read_text())), overrides)
         data = run_data_dir(args.out)
+        if data is not None and (args.corpus or args.data):
+            raise UsageError("--resume continues RUN on its own data; drop --corpus/--data")
+        if data is None:  # an imported run: it trains on the corpus given now
+            if bool(args.corpus) == bool(args.data):
+                raise UsageError(f"{args.out!r} has no data yet (an imported model); give --corpus FILE... "
+                                 "or --data DIR with --resume")
+            data = attach_data(cfg, args.out, args.corpus, args.data, show_progress=not args.no_progress)
     else:
         if bool(args.corpus) == bool(args.data):
             raise UsageError("give either --corpus FILE... (raw text) or --data DIR (prepared shards)")
@@ -149,18 +173,68 @@ def cmd_evaluate(args):
 def cmd_detect(args):
     from electra.inference import detect, load_run
 
+    if not 0 <= args.threshold <= 1:
+        raise UsageError(f"--threshold must be in [0, 1], got {args.threshold}")
+    if args.batch_size < 1 or args.top_k < 0:
+        raise UsageError("--batch-size must be >= 1 and --top-k >= 0")
+    texts = _detect_inputs(args)
     loaded = load_run(args.model, args.step, args.device)
-    for i, text in enumerate(args.text):
-        result = detect(loaded, text, args.device)
-        if i:
-            print()
-        print(f"{'Token':<15} Is_Replaced_Prob")
-        for word, p in zip(result["words"], result["word_probs"]):
-            print(f"{word:<15} {p:.4f}")
+    for start in range(0, len(texts), args.batch_size):
+        for i, result in enumerate(detect(loaded, texts[start:start + args.batch_size], args.device,
+                                          args.threshold, args.top_k)):
+            if args.json:
+                print(json.dumps(result), flush=True)
+                continue
+            if start + i:
+                print()
+            print(f"{'Token':<15} Is_Replaced_Prob")
+            for word, p, flagged, options in zip(result["words"], result["word_probs"], result["flagged"],
+                                                 result["suggestions"]):
+                mark = f"  *  was it: {', '.join(options)}?" if flagged and options else "  *" if flagged else ""
+                print(f"{word:<15} {p:.4f}{mark}")
+
+
+def _detect_inputs(args) -> list[str]:
+    if args.text and args.file:
+        raise UsageError("give texts as arguments or --file FILE, not both")
+    if args.file:
+        try:
+            with open(args.file, encoding="utf-8", errors="replace") as f:
+                texts = [line.rstrip("\r\n") for line in f]
+        except OSError as e:
+            raise UsageError(f"cannot read --file {args.file!r} ({e.strerror})")
+    elif args.text:
+        texts = args.text
+    elif sys.stdin.isatty():
+        raise UsageError("nothing to score: give texts as arguments, --file FILE, or pipe lines on stdin")
+    else:
+        texts = [line.rstrip("\r\n") for line in sys.stdin]
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise UsageError("no text to score (only empty lines)")
+    return texts
+
+
+def cmd_export(args):
+    from electra.export import export_run
+
+    out = export_run(args.model, args.out, args.step, args.force)
+    print(f"exported -> {out}/discriminator (ElectraForPreTraining) and {out}/generator (ElectraForMaskedLM)")
+
+
+def cmd_import(args):
+    from electra.export import import_hf
+
+    cfg, notes = import_hf(args.hf, args.out, args.generator, args.preset)
+    for note in notes:
+        print(f"note: {note}")
+    m = cfg.model
+    print(f"imported an ELECTRA of {m.num_layers} layers, hidden {m.hidden_size} -> {args.out}; continue "
+          f"pre-training with `electra pretrain --out {args.out} --resume --corpus FILE...`")
 
 
 COMMANDS = {"tokenizer": cmd_tokenizer, "prepare": cmd_prepare, "pretrain": cmd_pretrain,
-            "evaluate": cmd_evaluate, "detect": cmd_detect}
+            "evaluate": cmd_evaluate, "detect": cmd_detect, "export": cmd_export, "import": cmd_import}
 
 
 def main(argv=None) -> int:

@@ -64,6 +64,9 @@ class ObjectiveConfig:
     mask_token_prob: float = 0.85  # of the chosen positions, the share set to [MASK]; the rest keep the token
     max_predictions: int = 0  # per sequence; 0 = int((mask_prob + 0.005) * seq_len), as the official code
     generator_size: float = 0.25  # generator width as a fraction of the discriminator's
+    # 0 = derived from generator_size (official); set when importing a generator of another shape
+    generator_num_heads: int = 0
+    generator_intermediate_size: int = 0
     gen_weight: float = 1.0
     disc_weight: float = 50.0
     temperature: float = 1.0
@@ -77,8 +80,9 @@ class ObjectiveConfig:
             raise UsageError("objective.mask_prob must be between 0 and 1 (exclusive)")
         if not 0 < self.generator_size <= 1:
             raise UsageError("objective.generator_size must be in (0, 1]")
-        if self.max_predictions < 0:
-            raise UsageError("objective.max_predictions must be >= 0 (0 = derive from mask_prob)")
+        if min(self.max_predictions, self.generator_num_heads, self.generator_intermediate_size) < 0:
+            raise UsageError("objective.max_predictions, generator_num_heads and "
+                             "generator_intermediate_size must be >= 0 (0 = derived)")
         if self.temperature <= 0:
             raise UsageError("objective.temperature must be > 0")
         _check_choice(self, "disc_bias_init", ("zero", "base_rate"))
@@ -133,10 +137,11 @@ class TrainConfig:
     eval_batches: int = 20
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
+    max_bad_steps: int = 10  # consecutive steps with a non-finite loss or gradient (skipped) before stopping
 
     def __post_init__(self):
         _check_positive(self, "batch_size", "grad_accum", "warmup_steps", "max_steps",
-                        "log_every", "eval_every", "checkpoint_every", "keep_checkpoints")
+                        "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "max_bad_steps")
         if self.batch_size % self.grad_accum:
             raise UsageError(f"train.batch_size ({self.batch_size}) must be divisible by "
                              f"train.grad_accum ({self.grad_accum})")
@@ -171,14 +176,21 @@ class Config:
         return apply_overrides(cls(), _flatten(d))
 
 
-def generator_config(disc: ModelConfig, generator_size: float) -> ModelConfig:
-    """The generator: same depth, `generator_size` of the width (official `get_generator_config`)."""
-    hidden = max(1, int(round(disc.hidden_size * generator_size)))
-    heads = max(1, int(round(disc.num_heads * generator_size)))
-    while hidden % heads:
-        heads -= 1
-    return replace(disc, hidden_size=hidden, num_heads=heads,
-                   intermediate_size=max(1, int(round(disc.intermediate_size * generator_size))))
+def generator_config(disc: ModelConfig, objective: "ObjectiveConfig") -> ModelConfig:
+    """The generator: same depth, `generator_size` of the width (official `get_generator_config`),
+    unless its heads / feed-forward size are given explicitly (an imported generator)."""
+    size = objective.generator_size
+    hidden = max(1, int(round(disc.hidden_size * size)))
+    heads = objective.generator_num_heads or max(1, int(round(disc.num_heads * size)))
+    if objective.generator_num_heads == 0:
+        while hidden % heads:
+            heads -= 1
+    elif hidden % heads:
+        raise UsageError(f"the generator's hidden size ({hidden}) is not divisible by "
+                         f"objective.generator_num_heads ({heads})")
+    intermediate = (objective.generator_intermediate_size
+                    or max(1, int(round(disc.intermediate_size * size))))
+    return replace(disc, hidden_size=hidden, num_heads=heads, intermediate_size=intermediate)
 
 
 # --------------------------------------------------------------------------- presets

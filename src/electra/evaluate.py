@@ -103,7 +103,10 @@ def evaluate_corpus(loaded, corpus, doc_sep: str = "line", batch_size: int = 64,
                                seed=EVAL_SEED)
         indices = range(len(data) if max_examples is None else min(len(data), max_examples))
         unigram_counts = np.load(Path(tmp) / "data" / COUNTS_FILE, allow_pickle=False)
-        train_counts = np.load(loaded.checkpoint.parent.parent / COUNTS_FILE, allow_pickle=False)
+        counts_file = loaded.checkpoint.parent.parent / COUNTS_FILE
+        # An imported run that has not trained here has no training counts: rarity in the text itself.
+        train_counts = (np.load(counts_file, allow_pickle=False) if counts_file.is_file()
+                        else unigram_counts)
         metrics = evaluate_rtd(loaded.model, data, indices, cfg, device, batch_size)
         metrics.update(evaluate_unigram(loaded.model, data, indices, unigram_counts, train_counts,
                                         device, batch_size))
@@ -111,6 +114,7 @@ def evaluate_corpus(loaded, corpus, doc_sep: str = "line", batch_size: int = 64,
     top = int(np.argmax(unigram_counts))
     metrics["top_token"] = loaded.tokenizer.id_to_token(top)
     metrics["top_token_share"] = float(unigram_counts[top] / unigram_counts.sum())
+    metrics["rarity_counts"] = "training corpus" if counts_file.is_file() else "evaluated text"
     metrics["step"] = loaded.step
     metrics["examples"] = len(indices)
     return metrics

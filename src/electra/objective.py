@@ -130,7 +130,7 @@ class Electra(nn.Module):
         super().__init__()
         self.cfg, self.objective = model_cfg, objective_cfg
         self.embeddings = Embeddings(model_cfg)
-        self.generator = Generator(generator_config(model_cfg, objective_cfg.generator_size),
+        self.generator = Generator(generator_config(model_cfg, objective_cfg),
                                    self.embeddings)
         self.discriminator = Discriminator(model_cfg, self.embeddings)
         init_weights(self, model_cfg.initializer_range)

@@ -32,13 +32,18 @@ def build_tokenizer(lowercase: bool = True, normalization: str = "nfkc") -> Toke
         steps.append(normalizers.Lowercase())
     tok.normalizer = normalizers.Sequence(steps)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(
+    tok.post_processor = bert_template()
+    tok.decoder = decoders.WordPiece(prefix=SUBWORD_PREFIX)
+    return tok
+
+
+def bert_template() -> processors.TemplateProcessing:
+    """`[CLS] A [SEP]` and `[CLS] A [SEP] B [SEP]` (segment ids 0 / 1), as BERT and ELECTRA."""
+    return processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", CLS_ID), ("[SEP]", SEP_ID)],
     )
-    tok.decoder = decoders.WordPiece(prefix=SUBWORD_PREFIX)
-    return tok
 
 
 def train_tokenizer(corpus, out_dir, vocab_size: int = 30522, lowercase: bool = True,

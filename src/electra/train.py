@@ -15,14 +15,17 @@ import contextlib
 import json
 import math
 import shutil
-import tempfile
+import signal
+import threading
 import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from electra.checkpoint import CONFIG_FILE, latest_checkpoint, load_checkpoint, save_checkpoint, write_json_atomic
+from electra.checkpoint import (CONFIG_FILE, latest_checkpoint, latest_valid_checkpoint, load_checkpoint,
+                                remove_stale_temporaries, save_checkpoint, temp_dir_beside, write_json_atomic,
+                                write_text_atomic)
 from electra.config import Config, apply_overrides
 from electra.data import COUNTS_FILE, PretrainingData, load_index, prepare_corpus, stream_indices
 from electra.errors import UsageError
@@ -100,10 +103,11 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     step, elapsed_before = 0, 0.0
     if resume:
-        ckpt = latest_checkpoint(run)
+        remove_stale_temporaries(run)
+        ckpt = latest_valid_checkpoint(run, warn=tqdm.write)
         if ckpt is None:
-            raise UsageError(f"no checkpoint in {str(run)!r} to resume from; start without --resume")
-        state = load_checkpoint(ckpt, model, optimizer, restore_rng=True)
+            raise UsageError(f"no usable checkpoint in {str(run)!r} to resume from; start without --resume")
+        state = load_checkpoint(ckpt, model, optimizer, restore_rng=True, verify=False)
         step, elapsed_before = state["step"], state.get("elapsed", 0.0)
     run.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run / CONFIG_FILE, cfg.to_dict())  # as resolved now (a resume may extend it)
@@ -124,9 +128,15 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
     elapsed = lambda: elapsed_before + time.monotonic() - start_time  # noqa: E731
     window = Window()
     last_eval: dict = {}
+    bad_in_a_row = 0
+    stop = GracefulStop()
+
+    def checkpoint():
+        save_or_explain(run, step, model, optimizer, {"elapsed": elapsed(), "config": cfg.to_dict()},
+                        tc.keep_checkpoints)
 
     model.train()
-    while step < tc.max_steps and (budget is None or elapsed() < budget):
+    while step < tc.max_steps and (budget is None or elapsed() < budget) and not stop.signal:
         progress = max(step / tc.max_steps, elapsed() / budget if budget else 0.0)
         lr = lr_at(step, tc.lr, tc.warmup_steps, progress)
         for group in optimizer.param_groups:
@@ -136,6 +146,7 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
         batch = train_data.batch(stream_indices(len(train_data), tc.seed, positions[0], tc.batch_size))
         n_pred, n_tok = count_targets(batch["input_ids"], cfg.objective.mask_prob, num_predictions)
         keys = example_keys(tc.seed, positions)
+        step_stats = []
         for i in range(0, tc.batch_size, micro):
             part = {k: v[i:i + micro].to(device, non_blocking=True) for k, v in batch.items()}
             noise = draw_noise(keys[i:i + micro], seq_len, num_predictions, vocab, device)
@@ -143,33 +154,88 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
                 out = forward(part["input_ids"], part["token_type_ids"], part["attention_mask"],
                               noise, num_predictions=n_pred, num_tokens=n_tok)
             scaler.scale(out.loss).backward()
-            window.add({**out.stats, "loss": out.loss.detach()})
+            step_stats.append({**out.stats, "loss": out.loss.detach()})
         scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
-        scaler.step(optimizer)
-        scaler.update()
+        # A non-finite loss or gradient skips the update (fp16's GradScaler skips and rescales itself).
+        loss = sum(st["loss"] for st in step_stats)
+        finite = precision == "fp16" or bool(torch.isfinite(grad_norm) & torch.isfinite(loss))
+        if finite:
+            scaler.step(optimizer)
+            scaler.update()
+            for st in step_stats:
+                window.add(st)
+            window.add({"grad_norm": grad_norm.detach(), "steps": 1})
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        window.add({"grad_norm": grad_norm.detach(), "steps": 1})
         bar.update(int(elapsed()) - bar.n if budget else 1)
+        if not finite:
+            bad_in_a_row += 1
+            window.add({"skipped_steps": 1})
+            log.echo(f"step {step}: non-finite loss or gradient, update skipped ({bad_in_a_row} in a row)", bar)
+            if bad_in_a_row >= tc.max_bad_steps:
+                bar.close()
+                raise UsageError(f"stopped at step {step}: {bad_in_a_row} steps in a row had a non-finite loss "
+                                 f"or gradient; lower train.lr (now {tc.lr:g}) and --resume from the last "
+                                 "checkpoint")
+            continue
+        bad_in_a_row = 0
 
         if step % tc.log_every == 0:
             log.write(step, window.flush(lr, elapsed()), bar)
         if step % tc.eval_every == 0:
             last_eval = _evaluate(model, val_data, cfg, device, autocast, step, elapsed(), log, bar)
         if step % tc.checkpoint_every == 0:
-            save_checkpoint(run, step, model, optimizer, {"elapsed": elapsed(), "config": cfg.to_dict()},
-                            tc.keep_checkpoints)
+            checkpoint()
     bar.close()
+    stop.restore()
     if window.steps:
         log.write(step, window.flush(lr, elapsed()), None)
+    if stop.signal:  # SIGINT / SIGTERM: the step finished; save it and leave quickly
+        checkpoint()
+        log.echo(f"stopped by {stop.signal.name} after step {step}; checkpoint written. Continue with: "
+                 f"electra pretrain --out {run} --resume")
+        return last_eval
     if step % tc.eval_every:
         last_eval = _evaluate(model, val_data, cfg, device, autocast, step, elapsed(), log, None)
     if step % tc.checkpoint_every:
-        save_checkpoint(run, step, model, optimizer, {"elapsed": elapsed(), "config": cfg.to_dict()},
-                        tc.keep_checkpoints)
+        checkpoint()
     log.echo(f"done: {step} steps in {elapsed() / 60:.1f} min; checkpoints in {run / 'checkpoints'}")
     return last_eval
+
+
+def save_or_explain(run: Path, step: int, model, optimizer, state: dict, keep: int):
+    """A checkpoint, or (disk full, no permission) a clear stop that leaves the previous one intact."""
+    try:
+        save_checkpoint(run, step, model, optimizer, state, keep)
+    except OSError as e:
+        previous = latest_checkpoint(run)
+        kept = f"{previous.name} is intact" if previous else "no earlier checkpoint exists"
+        raise UsageError(f"could not write the checkpoint of step {step} ({e.strerror or e}); {kept}. "
+                         "Free space or fix permissions, then continue with --resume") from e
+
+
+class GracefulStop:
+    """SIGINT / SIGTERM set `signal`; the loop finishes its step, checkpoints and exits 0. A second
+    signal interrupts at once."""
+
+    def __init__(self):
+        self.signal: signal.Signals | None = None
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum)
+        tqdm.write(f"{self.signal.name}: finishing the current step, then saving a checkpoint")
+
+    def restore(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
 def _evaluate(model, data, cfg, device, autocast, step, elapsed, log, bar) -> dict:
@@ -203,7 +269,8 @@ class Window:
         steps = max(self.steps, 1)
         record = {"loss": sums["loss"] / steps, **summarize(sums), "lr": lr,
                   "grad_norm": sums["grad_norm"] / steps,
-                  "tokens_per_s": sums["num_tokens"] / seconds, "elapsed": elapsed}
+                  "tokens_per_s": sums["num_tokens"] / seconds, "elapsed": elapsed,
+                  "skipped_steps": int(sums.get("skipped_steps", 0))}
         self.__init__()
         return record
 
@@ -214,9 +281,8 @@ class MetricsLog:
     def __init__(self, path: Path, resume_step: int):
         self.path = path
         if resume_step and path.exists():  # drop records past the checkpoint we resume from
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
+            kept = [line for line in path.read_text().splitlines() if _step_of(line) <= resume_step]
+            write_text_atomic(path, "".join(line + "\n" for line in kept))
 
     def write(self, step: int, record: dict, bar, prefix: str = "step"):
         record = {"step": step, **record}
@@ -227,6 +293,14 @@ class MetricsLog:
     @staticmethod
     def echo(text: str, bar=None):
         (bar.write if bar is not None else tqdm.write)(text)
+
+
+def _step_of(line: str) -> float:
+    """A metrics line's step; a line cut short by a crash counts as past every checkpoint."""
+    try:
+        return json.loads(line).get("step", 0)
+    except ValueError:
+        return float("inf")
 
 
 def format_record(r: dict, prefix: str) -> str:
@@ -251,9 +325,7 @@ def start_run(cfg: Config, run_dir, corpus=None, data_dir=None, show_progress: b
     run = Path(run_dir)
     if run.exists() and (not run.is_dir() or any(run.iterdir())):
         raise UsageError(f"{str(run)!r} already exists; continue it with --resume, or choose a new --out")
-    run.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{run.name}.tmp-", dir=run.parent))
-    tmp.chmod(0o755)
+    tmp = temp_dir_beside(run)
     try:
         if corpus:
             d = cfg.data
@@ -282,12 +354,35 @@ def start_run(cfg: Config, run_dir, corpus=None, data_dir=None, show_progress: b
     return cfg, data
 
 
-def run_data_dir(run_dir) -> Path:
-    """The prepared data a run trains on (recorded by start_run)."""
+def run_data_dir(run_dir) -> Path | None:
+    """The prepared data a run trains on (recorded by start_run or attach_data); None if it has none
+    yet (an imported run)."""
     run = Path(run_dir)
     if (run / "data").is_dir():
         return run / "data"
     try:
-        return Path(json.loads((run / RUN_FILE).read_text())["data_dir"])
-    except (OSError, ValueError, KeyError):
-        raise UsageError(f"{str(run)!r} does not record its data; pass --data DIR") from None
+        record = json.loads((run / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return Path(record["data_dir"]) if "data_dir" in record else None
+
+
+def attach_data(cfg: Config, run_dir, corpus=None, data_dir=None, show_progress: bool = True) -> Path:
+    """Give a run without data (made by `electra import`) its corpus, prepared with the run's own
+    tokenizer (`corpus`), or prepared shards made with that tokenizer (`data_dir`)."""
+    run = Path(run_dir)
+    if corpus:
+        d = cfg.data
+        prepare_corpus(corpus, run, run / "data", d.doc_sep, d.val_fraction, d.val_max_tokens,
+                       show_progress=show_progress)
+        data = run / "data"
+    else:
+        load_index(data_dir)
+        data = Path(data_dir).resolve()
+        if load_tokenizer(data).get_vocab() != load_tokenizer(run).get_vocab():
+            raise UsageError(f"{str(data_dir)!r} was prepared with another tokenizer than the run's; "
+                             f"prepare it with `electra prepare --tokenizer {run}`")
+    shutil.copyfile(data / COUNTS_FILE, run / COUNTS_FILE)
+    record = json.loads((run / RUN_FILE).read_text()) if (run / RUN_FILE).is_file() else {}
+    write_json_atomic(run / RUN_FILE, {**record, "data_dir": str(data)})
+    return data
