@@ -168,8 +168,11 @@ def load_index(data_dir) -> dict:
     if not path.is_file():
         raise UsageError(f"{str(d)!r} is not a prepared data directory (no {INDEX_FILE}); "
                          "make one with `electra prepare`")
-    index = json.loads(path.read_text())
-    if index.get("format") != FORMAT_VERSION:
+    try:
+        index = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UsageError(f"{str(path)!r} is not valid JSON ({e}); prepare the data again")
+    if not isinstance(index, dict) or index.get("format") != FORMAT_VERSION:
         raise UsageError(f"{str(d)!r} was prepared by an incompatible version; prepare it again")
     return index
 

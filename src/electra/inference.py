@@ -44,7 +44,7 @@ def load_run(run_dir, step: int | None = None, device="cpu") -> LoadedRun:
     else:
         ckpt = next((c for c in list_checkpoints(run) if int(c.name[5:]) == step), None)
     if ckpt is None:
-        which = "any checkpoint" if step is None else f"a checkpoint for step {step}"
+        which = "checkpoint" if step is None else f"checkpoint for step {step}"
         raise UsageError(f"{str(run)!r} has no {which}; train it first (or pick another --step)")
     tokenizer = load_tokenizer(run)
     if tokenizer.get_vocab_size() != cfg.model.vocab_size:
