@@ -154,7 +154,39 @@ BAD_INPUTS = {
         lambda s: ["import", "--hf", _without_safetensors(s), "--out", s.root / "r"], "are never loaded"),
     "import: truncated weights": ("import", "a model.safetensors cut in half",
         lambda s: ["import", "--hf", _truncated_export(s), "--out", s.root / "r"], "may be truncated"),
+    "finetune: no train file": ("finetune", "a task folder without train.tsv",
+        lambda s: ["finetune", "--model", s.run, "--task", "sst2", "--data", s.folder("SST-2"), "--out", s.root / "r"],
+        "no train.tsv"),
+    "finetune: empty file": ("finetune", "an SST-2 train.tsv with only its header",
+        lambda s: ["finetune", "--model", s.run, "--task", "sst2", "--data",
+                   s.folder("SST-2", {"train.tsv": "sentence\tlabel\n", "dev.tsv": "sentence\tlabel\nok\t1\n"}),
+                   "--out", s.root / "r"], "has no examples"),
+    "finetune: wrong columns": ("finetune", "`--text-column text` for a file whose columns are review, stars",
+        lambda s: ["finetune", "--model", s.run, "--task", "custom", "--data",
+                   s.folder("mine", {"train.csv": "review,stars\ngood,5\nbad,1\n", "dev.csv": "review,stars\nok,3\n"}),
+                   "--text-column", "text", "--label-column", "stars", "--out", s.root / "r"], "has no column 'text'"),
+    "finetune: label outside the task's labels": ("finetune", "an RTE label `maybe`",
+        lambda s: ["finetune", "--model", s.run, "--task", "rte", "--data", s.folder("RTE", {
+            "train.tsv": "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n",
+            "dev.tsv": "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n"}), "--out", s.root / "r"],
+        "label 'maybe' is not one of rte's labels"),
+    "finetune: score outside the range": ("finetune", "an STS-B score of 7",
+        lambda s: ["finetune", "--model", s.run, "--task", "stsb", "--data", s.folder("STS-B", {
+            "train.tsv": _STSB_HEADER + "0\tg\tf\t2012\t1\tn\tn\ta\tb\t7.000\n",
+            "dev.tsv": _STSB_HEADER + "0\tg\tf\t2012\t1\tn\tn\ta\tb\t1.000\n"}), "--out", s.root / "r"],
+        "score 7.000 is outside stsb's range [0, 5]"),
+    "finetune: non-numeric label": ("finetune", "an STS-B score `high`",
+        lambda s: ["finetune", "--model", s.run, "--task", "stsb", "--data", s.folder("STS-B", {
+            "train.tsv": _STSB_HEADER + "0\tg\tf\t2012\t1\tn\tn\ta\tb\thigh\n",
+            "dev.tsv": _STSB_HEADER + "0\tg\tf\t2012\t1\tn\tn\ta\tb\t1.000\n"}), "--out", s.root / "r"],
+        "label 'high' is not a number"),
+    "finetune: random init without tokenizer": ("finetune", "`--model none` without `--tokenizer`",
+        lambda s: ["finetune", "--model", "none", "--task", "custom", "--data",
+                   s.folder("mine", {"train.csv": "review,stars\ngood,5\nbad,1\n", "dev.csv": "review,stars\nok,5\n"}),
+                   "--text-column", "review", "--label-column", "stars", "--out", s.root / "r"], "needs --tokenizer"),
 }
+
+_STSB_HEADER = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
 
 
 def _without_safetensors(s: Setup) -> Path:

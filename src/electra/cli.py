@@ -80,6 +80,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     p.add_argument("--device", default="cpu")
 
+    p = sub.add_parser("finetune", help="fine-tune the discriminator on a GLUE task or your own data")
+    p.add_argument("--model", required=True, metavar="RUN", help="a pre-trained run, or none (random init)")
+    p.add_argument("--task", required=True, choices=("sst2", "cola", "mrpc", "stsb", "rte", "custom"))
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="the task's folder (train/dev[/test] files), e.g. ../shared/data/glue/SST-2")
+    p.add_argument("--out", required=True, metavar="OUT")
+    p.add_argument("--seeds", default="1", help="comma-separated seeds, e.g. 1,2,3 (default 1)")
+    p.add_argument("--epochs", type=int, help="default: the task's (3; 10 for RTE and STS-B)")
+    p.add_argument("--lr", type=float, help="default: by preset (3e-4 tiny/small, 1e-4 base, 5e-5 large)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--layer-decay", type=float, default=0.8)
+    p.add_argument("--step", type=int, help="checkpoint step of RUN (default: the latest)")
+    p.add_argument("--tokenizer", metavar="DIR", help="with --model none: the tokenizer (a run or its folder)")
+    p.add_argument("--preset", default="tiny", help="with --model none: the architecture (default tiny)")
+    p.add_argument("--text-column", help="custom task: the text column")
+    p.add_argument("--text-pair-column", help="custom task: the second text column, if any")
+    p.add_argument("--label-column", help="custom task: the label column")
+    p.add_argument("--regression", action="store_true", help="custom task: numeric labels")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch intra-op threads on CPU")
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("export", help="write a run as Hugging Face ELECTRA directories")
     p.add_argument("--model", required=True, metavar="RUN")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -215,6 +238,57 @@ def _detect_inputs(args) -> list[str]:
     return texts
 
 
+def cmd_finetune(args):
+    import torch
+
+    from electra.config import preset_config
+    from electra.finetune import PRESET_LR, FinetuneConfig, finetune, summary_line
+    from electra.tasks import GLUE, custom_task, detect_format, load_task, task_folder
+    from electra.tokenizer import load_tokenizer
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    if not seeds:
+        raise UsageError("--seeds names no seed")
+    if args.task == "custom":
+        folder = Path(args.data)
+        spec = custom_task(detect_format(folder), args.text_column, args.text_pair_column, args.label_column,
+                           args.regression, folder)
+    else:
+        spec = GLUE[args.task]
+    task = load_task(spec, task_folder(spec, args.data))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.model == "none":
+        if not args.tokenizer:
+            raise UsageError("--model none needs --tokenizer DIR (a run or a tokenizer folder) for its vocabulary")
+        tokenizer = load_tokenizer(args.tokenizer)
+        from dataclasses import replace
+        model_cfg = replace(preset_config(args.preset).model, vocab_size=tokenizer.get_vocab_size())
+        encoder_state, preset, source = None, args.preset, f"none (random {args.preset})"
+    else:
+        from electra.inference import load_run
+
+        loaded = load_run(args.model, args.step)
+        tokenizer, model_cfg = loaded.tokenizer, loaded.cfg.model
+        encoder_state = loaded.model.discriminator.encoder.state_dict()
+        preset = ("large" if model_cfg.hidden_size >= 1024 else "base" if model_cfg.hidden_size >= 768
+                  else "small")  # the official fine-tuning lr goes by model size
+        source = f"{args.model} step {loaded.step}"
+    if args.max_length > model_cfg.max_position_embeddings:
+        raise UsageError(f"--max-length {args.max_length} exceeds the model's {model_cfg.max_position_embeddings} "
+                         "positions")
+    cfg = FinetuneConfig(lr=args.lr or PRESET_LR.get(preset, 3e-4), batch_size=args.batch_size,
+                         epochs=args.epochs or spec.epochs, max_length=args.max_length,
+                         layer_decay=args.layer_decay)
+    report = finetune(spec, task, cfg, model_cfg, tokenizer, encoder_state, args.out, seeds, source,
+                      args.device, show_progress=not args.no_progress)
+    print(summary_line(report))
+    print(f"best seed {report['best_seed']}: model, metrics.json and predictions/ in {args.out}")
+
+
 def cmd_export(args):
     from electra.export import export_run
 
@@ -234,7 +308,7 @@ def cmd_import(args):
 
 
 COMMANDS = {"tokenizer": cmd_tokenizer, "prepare": cmd_prepare, "pretrain": cmd_pretrain,
-            "evaluate": cmd_evaluate, "detect": cmd_detect, "export": cmd_export, "import": cmd_import}
+            "evaluate": cmd_evaluate, "detect": cmd_detect, "finetune": cmd_finetune, "export": cmd_export, "import": cmd_import}
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,253 @@
+"""Fine-tuning the pre-trained discriminator on a classification or regression task.
+
+The official ELECTRA recipe (`run_finetuning.py`): a head of dropout + one linear layer on the
+`[CLS]` vector; AdamW (weight decay 0.01, none on biases and LayerNorm) with linear warmup over 10%
+of the steps and linear decay to zero; layer-wise learning-rate decay, lr * decay^(L + 2 - depth)
+with depth 0 for the embeddings, l + 1 for layer l and L + 2 for the head; batch 32, length 128,
+3 epochs (10 for RTE and STS-B); MRPC and STS-B train on both sentence orders. Several seeds give
+the median the paper reports. `--model none` trains the same architecture from random weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_model
+from torch import nn
+from tqdm import tqdm
+
+from electra.checkpoint import replace_dir, temp_dir_beside
+from electra.config import ModelConfig
+from electra.errors import UsageError
+from electra.model import Encoder, init_weights
+from electra.tasks import Example, TaskData, TaskSpec, task_metrics
+from electra.tokenizer import PAD_ID, TOKENIZER_FILE
+from electra.train import lr_at, resolve_device
+
+PRESET_LR = {"tiny": 3e-4, "small": 3e-4, "base": 1e-4, "large": 5e-5}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    lr: float = 3e-4
+    batch_size: int = 32
+    epochs: int = 3
+    max_length: int = 128
+    layer_decay: float = 0.8
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    dropout: float = 0.1
+    clip_norm: float = 1.0
+
+    def __post_init__(self):
+        if self.lr <= 0 or self.batch_size < 1 or self.epochs < 1 or self.max_length < 8:
+            raise UsageError("fine-tuning needs lr > 0, batch size >= 1, epochs >= 1 and max length >= 8")
+        if not 0 < self.layer_decay <= 1:
+            raise UsageError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
+
+
+class Classifier(nn.Module):
+    """The discriminator's encoder with dropout + a linear layer on [CLS]."""
+
+    def __init__(self, model_cfg: ModelConfig, num_outputs: int, dropout: float):
+        super().__init__()
+        self.encoder = Encoder(model_cfg)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(model_cfg.hidden_size, num_outputs)
+
+    def forward(self, input_ids, token_type_ids, attention_mask):  # -> (B, outputs)
+        return self.head(self.dropout(self.encoder(input_ids, token_type_ids, attention_mask)[:, 0]))
+
+
+def parameter_depth(name: str, num_layers: int) -> int:
+    """0 for the embeddings (and their projection), l + 1 for layer l, L + 1 for the final
+    LayerNorm of a pre-LN model, L + 2 for the task head."""
+    if name.startswith("encoder.layers."):
+        return int(name.split(".")[2]) + 1
+    if name.startswith("encoder.final_norm."):
+        return num_layers + 1
+    if name.startswith("encoder."):
+        return 0
+    return num_layers + 2
+
+
+def layerwise_groups(model: Classifier, cfg: FinetuneConfig) -> list[dict]:
+    """AdamW parameter groups: lr * layer_decay^(L + 2 - depth); no weight decay on vectors."""
+    L = model.encoder.cfg.num_layers
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        depth, decay = parameter_depth(name, L), p.ndim >= 2
+        group = groups.setdefault((depth, decay), {
+            "params": [], "names": [], "base_lr": cfg.lr * cfg.layer_decay ** (L + 2 - depth),
+            "weight_decay": cfg.weight_decay if decay else 0.0})
+        group["params"].append(p)
+        group["names"].append(name)
+    return [dict(g, lr=g["base_lr"]) for g in groups.values()]
+
+
+@dataclass
+class Encoded:
+    ids: list[list[int]]
+    types: list[list[int]]
+    labels: torch.Tensor | None
+
+
+def encode(tokenizer, examples: list[Example], spec: TaskSpec, max_length: int, swap: bool = False) -> Encoded:
+    """Token ids of (text, pair) examples, truncated longest-first to max_length; with `swap`, each
+    pair also appears in the other order (official for MRPC and STS-B)."""
+    tokenizer.enable_truncation(max_length, strategy="longest_first")
+    tokenizer.no_padding()
+    if swap:
+        examples = examples + [Example(e.pair, e.text, e.label, e.index) for e in examples]
+    inputs = [(e.text, e.pair) if e.pair is not None else e.text for e in examples]
+    encodings = tokenizer.encode_batch(inputs)
+    labels = None
+    if examples and examples[0].label is not None:
+        labels = torch.tensor([e.label for e in examples], dtype=torch.float32 if spec.regression else torch.long)
+    return Encoded([e.ids for e in encodings], [e.type_ids for e in encodings], labels)
+
+
+def _batch(data: Encoded, rows, device):
+    T = max(len(data.ids[i]) for i in rows)
+    ids = torch.full((len(rows), T), PAD_ID, dtype=torch.long)
+    types = torch.zeros_like(ids)
+    for r, i in enumerate(rows):
+        ids[r, :len(data.ids[i])] = torch.tensor(data.ids[i])
+        types[r, :len(data.types[i])] = torch.tensor(data.types[i])
+    return ids.to(device), types.to(device), (ids != PAD_ID).to(device)
+
+
+@torch.no_grad()
+def predict(model: Classifier, data: Encoded, spec: TaskSpec, device, batch_size: int = 128) -> torch.Tensor:
+    model.eval()
+    out = []
+    order = sorted(range(len(data.ids)), key=lambda i: len(data.ids[i]))  # less padding
+    for k in range(0, len(order), batch_size):
+        rows = order[k:k + batch_size]
+        logits = model(*_batch(data, rows, device)).float().cpu()
+        out.append(logits[:, 0] if spec.regression else logits.argmax(-1))
+    flat = torch.cat(out) if out else torch.empty(0)
+    result = torch.empty_like(flat)
+    result[torch.tensor(order, dtype=torch.long)] = flat
+    model.train()
+    return result
+
+
+def train_one_seed(spec: TaskSpec, cfg: FinetuneConfig, model_cfg: ModelConfig, encoder_state: dict | None,
+                   train: Encoded, dev: Encoded, seed: int, device, show_progress: bool = True, log=print):
+    """One fine-tuning run; returns the model and the dev metrics after each epoch."""
+    torch.manual_seed(seed)
+    model = Classifier(model_cfg, spec.num_outputs, cfg.dropout)
+    init_weights(model, model_cfg.initializer_range)
+    if encoder_state is not None:
+        model.encoder.load_state_dict(encoder_state)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(layerwise_groups(model, cfg), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-6)
+    n = len(train.ids)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warmup = max(1, int(cfg.warmup_fraction * total))
+    g = torch.Generator().manual_seed(seed)
+    history, step = [], 0
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(n, generator=g).tolist()
+        bar = tqdm(range(steps_per_epoch), desc=f"seed {seed} epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not show_progress, dynamic_ncols=True, leave=False)
+        for k in bar:
+            rows = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+            factor = lr_at(step, 1.0, warmup, step / total)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * factor
+            out = model(*_batch(train, rows, device))
+            target = train.labels[rows].to(device)
+            loss = F.mse_loss(out[:, 0].float(), target) if spec.regression else F.cross_entropy(out.float(), target)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if k % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        metrics = task_metrics(spec, dev.labels.numpy(), predict(model, dev, spec, device).numpy())
+        history.append(metrics)
+        log(f"seed {seed} epoch {epoch + 1}: dev " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return model, history
+
+
+def finetune(spec: TaskSpec, task: TaskData, cfg: FinetuneConfig, model_cfg: ModelConfig, tokenizer,
+             encoder_state: dict | None, out_dir, seeds: list[int], source: str, device="cpu",
+             show_progress: bool = True) -> dict:
+    """Fine-tune once per seed, report each and the median / mean / std of the main metric (in
+    percent), and save the best seed's model, config and dev / test predictions in `out_dir`."""
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{str(out)!r} already exists and is not empty; choose a new --out")
+    device = resolve_device(device)
+    train = encode(tokenizer, task.train, spec, cfg.max_length, swap=spec.swap_pairs)
+    dev = encode(tokenizer, task.dev, spec, cfg.max_length)
+    test = encode(tokenizer, task.test, spec, cfg.max_length) if task.test else None
+    per_seed, best = {}, None
+    for seed in seeds:
+        model, history = train_one_seed(spec, cfg, model_cfg, encoder_state, train, dev, seed, device,
+                                        show_progress, log=tqdm.write)
+        per_seed[str(seed)] = {**history[-1], "per_epoch": history}
+        if best is None or history[-1][spec.metric] > best[1][spec.metric]:
+            best = (seed, history[-1], model)
+    scores = [100 * r[spec.metric] for r in per_seed.values()]
+    report = {
+        "task": spec.name, "model": source, "metric": spec.metric, "seeds": per_seed,
+        "median": statistics.median(scores), "mean": statistics.fmean(scores),
+        "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+        "best_seed": best[0], "config": asdict(cfg), "train_examples": len(train.ids),
+    }
+    tmp = temp_dir_beside(out)
+    try:
+        _save_best(tmp, best[2], spec, model_cfg, cfg, tokenizer, report)
+        _write_predictions(tmp / "predictions" / "dev.tsv", spec, task.dev, predict(best[2], dev, spec, device))
+        if test is not None:
+            _write_predictions(tmp / "predictions" / "test.tsv", spec, task.test,
+                               predict(best[2], test, spec, device))
+        (tmp / "metrics.json").write_text(json.dumps(report, indent=2))
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report
+
+
+def _save_best(folder: Path, model: Classifier, spec: TaskSpec, model_cfg: ModelConfig, cfg: FinetuneConfig,
+               tokenizer, report: dict):
+    best = folder / "best"
+    best.mkdir(parents=True)
+    save_model(model.cpu(), str(best / "model.safetensors"))
+    tokenizer.no_truncation()
+    tokenizer.save(str(best / TOKENIZER_FILE))
+    (best / "config.json").write_text(json.dumps({
+        "task": asdict(spec), "model": asdict(model_cfg), "finetune": asdict(cfg), "seed": report["best_seed"],
+    }, indent=2))
+
+
+def _write_predictions(path: Path, spec: TaskSpec, examples: list[Example], predictions: torch.Tensor):
+    """GLUE submission layout: `index<TAB>prediction`, labels as the task writes them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["index\tprediction"]
+    for example, p in zip(examples, predictions.tolist()):
+        if spec.regression:
+            lo, hi = spec.label_range or (-math.inf, math.inf)
+            lines.append(f"{example.index}\t{min(max(p, lo), hi):.3f}")
+        else:
+            lines.append(f"{example.index}\t{spec.labels[int(p)]}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def summary_line(report: dict) -> str:
+    seeds = ", ".join(f"{s}: {100 * r[report['metric']]:.2f}" for s, r in report["seeds"].items())
+    return (f"{report['task']} dev {report['metric']} (%): median {report['median']:.2f}, mean "
+            f"{report['mean']:.2f}, std {report['std']:.2f} over seeds ({seeds})")
