@@ -130,3 +130,22 @@ def test_imdb_prepares_with_the_expected_validation_slice(tmp_path):
     index = prepare_corpus([head], tmp_path / "tok", tmp_path / "data", show_progress=False)
     assert index["splits"]["val"]["shards"][0]["documents"] == 10  # documents 0, 200, ..., 1800
     assert json.loads((tmp_path / "data" / "index.json").read_text()) == index
+
+
+def test_prepare_reads_folders_patterns_and_gzip_and_workers_change_nothing(tmp_path, corpus, tokenizer_dir):
+    import gzip
+
+    lines = corpus.read_text().splitlines()
+    folder = tmp_path / "texts"
+    (folder / "more").mkdir(parents=True)
+    (folder / "a.txt").write_text("\n".join(lines[:100]) + "\n")
+    with gzip.open(folder / "more" / "b.txt.gz", "wt") as f:
+        f.write("\n".join(lines[100:]) + "\n")
+    plain = prepare_corpus([corpus], tokenizer_dir, tmp_path / "plain", val_fraction=0.1, show_progress=False)
+    for name, source, workers in (("folder", [folder], 1), ("pattern", [folder / "*.txt", folder / "more" / "*.gz"], 2)):
+        index = prepare_corpus(source, tokenizer_dir, tmp_path / name, val_fraction=0.1, show_progress=False,
+                               workers=workers)
+        assert index["splits"] == plain["splits"], name
+        for f in (tmp_path / "plain").iterdir():
+            if f.suffix in (".tokens", ".npy"):
+                assert (tmp_path / name / f.name).read_bytes() == f.read_bytes(), (name, f.name)

@@ -15,7 +15,8 @@ from electra.errors import UsageError
 
 
 def _add_corpus_args(p, required=True):
-    p.add_argument("--corpus", nargs="+", required=required, metavar="FILE", help="text files")
+    p.add_argument("--corpus", nargs="+", required=required, metavar="FILE",
+                   help="text files, folders of them or glob patterns; .gz files are decompressed")
     p.add_argument("--doc-sep", choices=("line", "blank"), default=None,
                    help="one document per line (default) or blank-line separated (WikiText)")
 
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--val-fraction", type=float, default=0.005,
                    help="share of documents held out for validation (every k-th document)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="tokenizer processes (default 1: one process, the tokenizer's own threads)")
 
     p = sub.add_parser("pretrain", help="pre-train ELECTRA (tokenizer + prepare + training in one go)")
     _add_corpus_args(p, required=False)
@@ -132,8 +135,10 @@ def cmd_prepare(args):
 
     if not 0 <= args.val_fraction < 1:
         raise UsageError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
     index = prepare_corpus(args.corpus, args.tokenizer, args.out, args.doc_sep or "line",
-                           args.val_fraction)
+                           args.val_fraction, workers=args.workers)
     s = index["splits"]
     print(f"prepared {s['train']['tokens']:,} training and {s['val']['tokens']:,} validation tokens "
           f"({index['read']['documents']:,} documents, {index['read']['replaced']} undecodable byte "
@@ -152,13 +157,29 @@ def _overrides(args) -> dict:
 
 
 def cmd_pretrain(args):
-    from electra.config import Config, apply_overrides, preset_config
+    from electra.distributed import init_from_env, run_on_main, shutdown
+
+    ranks = init_from_env(getattr(args, "train.device") or "auto")  # world size 1 unless under torchrun
+    try:
+        # Rank 0 makes (or extends) the run directory; the others wait and get its config.
+        cfg, data = run_on_main(ranks, lambda: _prepare_run(args))
+        from electra.train import pretrain
+
+        pretrain(cfg, args.out, data, resume=args.resume, show_progress=not args.no_progress, ranks=ranks)
+    finally:
+        shutdown(ranks)
+
+
+def _prepare_run(args):
+    """The run's config and data directory: a new run (tokenizer + data), a resumed one, or an
+    imported one that gets its data now."""
     from electra.checkpoint import CONFIG_FILE
-    from electra.train import attach_data, pretrain, run_data_dir, start_run
+    from electra.config import Config, apply_overrides, preset_config
+    from electra.train import attach_data, run_data_dir, start_run
 
     overrides = _overrides(args)
+    config_path = Path(args.out) / CONFIG_FILE
     if args.resume:
-        config_path = Path(args.out) / CONFIG_FILE
         if not config_path.is_file():
             raise UsageError(f"nothing to resume in {args.out!r} (no {CONFIG_FILE}); start without --resume")
         cfg = apply_overrides(Config.from_dict(json.loads(config_path.read_text())), overrides)
@@ -170,12 +191,11 @@ def cmd_pretrain(args):
                 raise UsageError(f"{args.out!r} has no data yet (an imported model); give --corpus FILE... "
                                  "or --data DIR with --resume")
             data = attach_data(cfg, args.out, args.corpus, args.data, show_progress=not args.no_progress)
-    else:
-        if bool(args.corpus) == bool(args.data):
-            raise UsageError("give either --corpus FILE... (raw text) or --data DIR (prepared shards)")
-        cfg = apply_overrides(preset_config(args.preset), overrides)
-        cfg, data = start_run(cfg, args.out, args.corpus, args.data, show_progress=not args.no_progress)
-    pretrain(cfg, args.out, data, resume=args.resume, show_progress=not args.no_progress)
+        return cfg, data
+    if bool(args.corpus) == bool(args.data):
+        raise UsageError("give either --corpus FILE... (raw text) or --data DIR (prepared shards)")
+    cfg = apply_overrides(preset_config(args.preset), overrides)
+    return start_run(cfg, args.out, args.corpus, args.data, show_progress=not args.no_progress)
 
 
 def cmd_evaluate(args):

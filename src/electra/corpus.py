@@ -9,6 +9,8 @@ sentence pairs at sentence boundaries (as google-research/electra's `ExampleBuil
 
 from __future__ import annotations
 
+import glob
+import gzip
 import os
 import re
 from dataclasses import dataclass
@@ -30,33 +32,59 @@ class ReadStats:
 
 
 def check_corpus_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Resolve corpus paths, failing early with one clear message per kind of problem."""
+    """Resolve corpus paths (files, directories: every file inside, glob patterns; `.gz` files are
+    read decompressed), failing early with one clear message per kind of problem."""
     files = []
     for p in paths:
         path = Path(p)
-        if not path.exists():
-            raise UsageError(f"corpus file {str(path)!r} does not exist; check the path")
-        if path.is_dir():
-            raise UsageError(f"corpus path {str(path)!r} is a directory; pass the text files in it")
-        if path.stat().st_size == 0:
-            raise UsageError(f"corpus file {str(path)!r} is empty; give a file with text in it")
-        with open(path, "rb") as f:
-            head = f.read(8192)
-        if b"\x00" in head:
-            raise UsageError(f"corpus file {str(path)!r} looks binary (it has NUL bytes); "
-                             "give plain text files")
-        files.append(path)
+        if not path.exists() and any(c in str(p) for c in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True))
+            if not matches:
+                raise UsageError(f"the pattern {str(p)!r} matches no file; check the path")
+            expanded = [m for m in matches if m.is_file()]
+        elif path.is_dir():
+            expanded = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
+            if not expanded:
+                raise UsageError(f"corpus directory {str(path)!r} holds no files; give text files or a "
+                                 "folder of them")
+        else:
+            expanded = [path]
+        for f in expanded:
+            _check_text_file(f)
+        files.extend(expanded)
     if not files:
         raise UsageError("no corpus files given; pass one or more text files with --corpus")
     return files
 
 
+def _check_text_file(path: Path):
+    if not path.exists():
+        raise UsageError(f"corpus file {str(path)!r} does not exist; check the path")
+    if path.stat().st_size == 0:
+        raise UsageError(f"corpus file {str(path)!r} is empty; give a file with text in it")
+    try:
+        with open_text_bytes(path) as f:
+            head = f.read(8192)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise UsageError(f"corpus file {str(path)!r} cannot be read ({e}); is it a valid .gz file?")
+    if b"\x00" in head:
+        raise UsageError(f"corpus file {str(path)!r} looks binary (it has NUL bytes); "
+                         "give plain text files")
+
+
+def open_text_bytes(path: Path):
+    """The file's bytes, decompressed for `.gz`."""
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
 def read_lines(path: Path, stats: ReadStats) -> Iterator[str]:
-    """Decoded lines without line endings (LF or CRLF), undecodable bytes replaced and counted."""
+    """Decoded lines without line endings (LF or CRLF), undecodable bytes replaced and counted.
+    `stats.bytes` counts the bytes on disk (compressed for `.gz`), for progress bars."""
     stats.files += 1
-    with open(path, "rb") as f:
+    with open(path, "rb") as disk, (gzip.open(disk, "rb") if path.suffix == ".gz" else disk) as f:
+        start = stats.bytes
         for raw in f:
-            stats.bytes += len(raw)
+            stats.bytes = start + disk.tell() if f is not disk else stats.bytes + len(raw)
             stats.lines += 1
             try:
                 line = raw.decode("utf-8")
@@ -64,6 +92,7 @@ def read_lines(path: Path, stats: ReadStats) -> Iterator[str]:
                 line = raw.decode("utf-8", errors="replace")
                 stats.replaced += line.count("\ufffd") - raw.count("\ufffd".encode())
             yield line.rstrip("\r\n")
+        stats.bytes = start + disk.tell()
 
 
 def read_documents(paths: Iterable[Path], doc_sep: str = "line",

@@ -14,11 +14,14 @@ are packed from consecutive text, so padding appears only at the end of a shard.
 from __future__ import annotations
 
 import array
+import collections
 import functools
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -88,8 +91,10 @@ class _ShardWriter:
 
 def prepare_corpus(corpus, tokenizer_dir, out_dir, doc_sep: str = "line",
                    val_fraction: float = 0.005, val_max_tokens: int = 200_000,
-                   show_progress: bool = True) -> dict:
-    """Tokenize `corpus` into `out_dir` (built in a temporary folder, renamed when complete)."""
+                   show_progress: bool = True, workers: int = 1) -> dict:
+    """Tokenize `corpus` into `out_dir` (built in a temporary folder, renamed when complete).
+    Memory stays flat in corpus size: documents stream through in batches, shards are appended to
+    on disk. `workers` > 1 tokenizes batches in that many processes (in order)."""
     files = check_corpus_files(corpus)
     tok = load_tokenizer(tokenizer_dir)
     out = Path(out_dir)
@@ -109,13 +114,13 @@ def prepare_corpus(corpus, tokenizer_dir, out_dir, doc_sep: str = "line",
         total_bytes = sum(f.stat().st_size for f in files)
         bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="prepare",
                    disable=not show_progress, smoothing=0.1)
-        doc_index = 0
-        for batch in _batched(read_documents(files, doc_sep, stats), DOCS_PER_BATCH):
-            flat = [s for doc in batch for s in doc]
-            encoded = tok.encode_batch(flat, add_special_tokens=False)
+        doc_index, tokens, started = 0, 0, time.monotonic()
+        batches = _batched(read_documents(files, doc_sep, stats), DOCS_PER_BATCH)
+        for batch, encoded in _encode_batches(batches, tok, workers):
             k, train_ids = 0, []
+            tokens += sum(len(ids) for ids in encoded)
             for doc in batch:
-                sentences = [e.ids for e in encoded[k:k + len(doc)] if e.ids]
+                sentences = [ids for ids in encoded[k:k + len(doc)] if len(ids)]
                 k += len(doc)
                 if not sentences:
                     continue
@@ -129,6 +134,7 @@ def prepare_corpus(corpus, tokenizer_dir, out_dir, doc_sep: str = "line",
                 flat_ids = np.concatenate([np.asarray(s, np.int64) for s in train_ids])
                 counts += np.bincount(flat_ids, minlength=vocab_size)
             bar.update(stats.bytes - bar.n)
+            bar.set_postfix_str(f"{tokens / max(time.monotonic() - started, 1e-9):,.0f} tokens/s", refresh=False)
         bar.close()
         splits = {name: w.finish() for name, w in writers.items()}
         if splits["train"]["tokens"] == 0:
@@ -149,6 +155,49 @@ def prepare_corpus(corpus, tokenizer_dir, out_dir, doc_sep: str = "line",
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return index
+
+
+def _encode_batches(batches, tok, workers: int):
+    """(batch of documents, token ids per sentence) in order; with workers > 1, a bounded number of
+    batches is in flight in worker processes, so memory stays flat."""
+    if workers <= 1:
+        for batch in batches:
+            encoded = tok.encode_batch([s for doc in batch for s in doc], add_special_tokens=False)
+            yield batch, [e.ids for e in encoded]
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of the tokenizer's thread pool
+    with context.Pool(workers, initializer=_worker_init, initargs=(tok.to_str(),)) as pool:
+        in_flight = collections.deque()
+        for batch in batches:
+            in_flight.append((batch, pool.apply_async(_worker_encode, ([s for doc in batch for s in doc],))))
+            if len(in_flight) >= 2 * workers:
+                done, result = in_flight.popleft()
+                yield done, _unflatten(*result.get())
+        while in_flight:
+            done, result = in_flight.popleft()
+            yield done, _unflatten(*result.get())
+
+
+_worker_tokenizer = None
+
+
+def _worker_init(tokenizer_json: str):
+    global _worker_tokenizer
+    os.environ["RAYON_NUM_THREADS"] = "1"  # the processes are the parallelism
+    from tokenizers import Tokenizer
+
+    _worker_tokenizer = Tokenizer.from_str(tokenizer_json)
+
+
+def _worker_encode(sentences: list[str]):
+    encoded = _worker_tokenizer.encode_batch(sentences, add_special_tokens=False)
+    lengths = np.array([len(e.ids) for e in encoded], np.int64)
+    flat = np.fromiter((i for e in encoded for i in e.ids), np.int32, count=int(lengths.sum()))
+    return flat, lengths
+
+
+def _unflatten(flat: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
 
 def _batched(iterable, n):

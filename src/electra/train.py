@@ -27,6 +27,7 @@ from electra.checkpoint import (CONFIG_FILE, latest_checkpoint, latest_valid_che
                                 remove_stale_temporaries, save_checkpoint, temp_dir_beside, write_json_atomic,
                                 write_text_atomic)
 from electra.config import Config, apply_overrides
+from electra.distributed import Dist, agree, no_sync, sum_dict_over_ranks, sum_over_ranks, wrap
 from electra.data import COUNTS_FILE, PretrainingData, load_index, prepare_corpus, stream_indices
 from electra.errors import UsageError
 from electra.evaluate import evaluate_rtd
@@ -77,10 +78,17 @@ def count_targets(input_ids: torch.Tensor, mask_prob: float, num_predictions: in
             int((input_ids != PAD_ID).sum()))
 
 
-def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress: bool = True) -> dict:
-    """Pre-train (or continue) the run in `run_dir`; returns the last evaluation's metrics."""
+def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress: bool = True,
+             ranks: Dist | None = None) -> dict:
+    """Pre-train (or continue) the run in `run_dir`; returns the last evaluation's metrics (on rank 0).
+    Under torchrun, `ranks` says which process this is: each takes its share of every step's
+    global batch, and only rank 0 writes."""
     run = Path(run_dir)
     tc = cfg.train
+    ranks = ranks or Dist()
+    if tc.batch_size % (ranks.world_size * tc.grad_accum):
+        raise UsageError(f"train.batch_size ({tc.batch_size}, the global batch) must be divisible by "
+                         f"processes x train.grad_accum ({ranks.world_size} x {tc.grad_accum})")
     # Flush denormals to zero. Peaked attention in a trained model makes the CPU attention backward
     # produce denormals, which took steps from 290 to 520 ms on `tiny` (docs/LOG.md). Set before the
     # first parallel op so the worker threads inherit it.
@@ -88,6 +96,8 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
     if tc.threads:
         torch.set_num_threads(tc.threads)
     device = resolve_device(tc.device)
+    if device.type == "cuda" and ranks.enabled:
+        device = torch.device("cuda", ranks.local_rank)
     autocast, precision = autocast_for(tc.precision, device)
     train_data = PretrainingData(data_dir, "train", cfg.data.seq_len, cfg.data.single_segment_prob, tc.seed)
     val_data = PretrainingData(data_dir, "val", cfg.data.seq_len, cfg.data.single_segment_prob, tc.seed)
@@ -109,57 +119,70 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
             raise UsageError(f"no usable checkpoint in {str(run)!r} to resume from; start without --resume")
         state = load_checkpoint(ckpt, model, optimizer, restore_rng=True, verify=False)
         step, elapsed_before = state["step"], state.get("elapsed", 0.0)
-    run.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run / CONFIG_FILE, cfg.to_dict())  # as resolved now (a resume may extend it)
-    forward = torch.compile(model) if tc.compile else model
+    if ranks.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run / CONFIG_FILE, cfg.to_dict())  # as resolved now (a resume may extend it)
+    wrapped = wrap(model, ranks, device)
+    forward = torch.compile(wrapped) if tc.compile else wrapped
 
     seq_len, vocab = cfg.data.seq_len, cfg.model.vocab_size
     num_predictions = cfg.objective.predictions_per_sequence(seq_len)
-    micro = tc.batch_size // tc.grad_accum
+    per_rank = tc.batch_size // ranks.world_size
+    micro = per_rank // tc.grad_accum
     budget = tc.time_budget_seconds
-    log = MetricsLog(run / METRICS_FILE, step if resume else 0)
+    log = MetricsLog(run / METRICS_FILE, step if resume else 0) if ranks.is_main else NullLog()
     log.echo(f"params: discriminator {count_parameters(model.discriminator):,}, generator "
              f"{count_parameters(model.generator):,} (embeddings shared) | device {device} {precision} | "
              f"{len(train_data):,} train examples of {seq_len} tokens")
     bar = tqdm(total=int(budget) if budget else tc.max_steps, initial=0 if budget else step,
-               unit="s" if budget else "step", disable=not show_progress, dynamic_ncols=True,
+               unit="s" if budget else "step", disable=not (show_progress and ranks.is_main), dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
     start_time = time.monotonic()
     elapsed = lambda: elapsed_before + time.monotonic() - start_time  # noqa: E731
-    window = Window()
+    window = Window(lambda sums: sum_dict_over_ranks(ranks, sums, device))
     last_eval: dict = {}
     bad_in_a_row = 0
     stop = GracefulStop()
 
     def checkpoint():
-        save_or_explain(run, step, model, optimizer, {"elapsed": elapsed(), "config": cfg.to_dict()},
-                        tc.keep_checkpoints)
+        if ranks.is_main:
+            save_or_explain(run, step, model, optimizer, {"elapsed": elapsed(), "config": cfg.to_dict()},
+                            tc.keep_checkpoints)
 
     model.train()
-    while step < tc.max_steps and (budget is None or elapsed() < budget) and not stop.signal:
-        progress = max(step / tc.max_steps, elapsed() / budget if budget else 0.0)
+    while True:
+        now, stopping = agree(ranks, elapsed(), stop.signal is not None, device)  # rank 0's clock
+        if step >= tc.max_steps or (budget is not None and now >= budget) or stopping:
+            break
+        progress = max(step / tc.max_steps, now / budget if budget else 0.0)
         lr = lr_at(step, tc.lr, tc.warmup_steps, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        positions = range(step * tc.batch_size, (step + 1) * tc.batch_size)
-        batch = train_data.batch(stream_indices(len(train_data), tc.seed, positions[0], tc.batch_size))
-        n_pred, n_tok = count_targets(batch["input_ids"], cfg.objective.mask_prob, num_predictions)
+        # This rank's share of the step's global batch; noise is keyed by each example's global
+        # stream position, so the result does not depend on how many processes share the batch.
+        first = step * tc.batch_size + ranks.rank * per_rank
+        positions = range(first, first + per_rank)
+        batch = train_data.batch(stream_indices(len(train_data), tc.seed, first, per_rank))
+        counts = count_targets(batch["input_ids"], cfg.objective.mask_prob, num_predictions)
+        n_pred, n_tok = (int(c) for c in sum_over_ranks(ranks, counts, device))  # the global denominators
         keys = example_keys(tc.seed, positions)
         step_stats = []
-        for i in range(0, tc.batch_size, micro):
+        for i in range(0, per_rank, micro):
             part = {k: v[i:i + micro].to(device, non_blocking=True) for k, v in batch.items()}
             noise = draw_noise(keys[i:i + micro], seq_len, num_predictions, vocab, device)
-            with autocast():
+            with no_sync(wrapped, ranks, last_micro_step=i + micro >= per_rank), autocast():
                 out = forward(part["input_ids"], part["token_type_ids"], part["attention_mask"],
                               noise, num_predictions=n_pred, num_tokens=n_tok)
-            scaler.scale(out.loss).backward()
+                # DDP averages gradients over ranks; the losses are sums over the global batch
+                scaler.scale(out.loss * ranks.world_size).backward()
             step_stats.append({**out.stats, "loss": out.loss.detach()})
         scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
         # A non-finite loss or gradient skips the update (fp16's GradScaler skips and rescales itself).
+        # Under DDP the decision rests on the all-reduced gradient alone, so every rank makes the same.
         loss = sum(st["loss"] for st in step_stats)
-        finite = precision == "fp16" or bool(torch.isfinite(grad_norm) & torch.isfinite(loss))
+        finite = precision == "fp16" or bool(torch.isfinite(grad_norm) & (torch.isfinite(loss) | ranks.enabled))
         if finite:
             scaler.step(optimizer)
             scaler.update()
@@ -183,7 +206,7 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
 
         if step % tc.log_every == 0:
             log.write(step, window.flush(lr, elapsed()), bar)
-        if step % tc.eval_every == 0:
+        if step % tc.eval_every == 0 and ranks.is_main:
             last_eval = _evaluate(model, val_data, cfg, device, autocast, step, elapsed(), log, bar)
         if step % tc.checkpoint_every == 0:
             checkpoint()
@@ -191,12 +214,12 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
     stop.restore()
     if window.steps:
         log.write(step, window.flush(lr, elapsed()), None)
-    if stop.signal:  # SIGINT / SIGTERM: the step finished; save it and leave quickly
+    if stopping:  # SIGINT / SIGTERM: the step finished; save it and leave quickly
         checkpoint()
-        log.echo(f"stopped by {stop.signal.name} after step {step}; checkpoint written. Continue with: "
+        log.echo(f"stopped by {(stop.signal or signal.SIGTERM).name} after step {step}; checkpoint written. Continue with: "
                  f"electra pretrain --out {run} --resume")
         return last_eval
-    if step % tc.eval_every:
+    if step % tc.eval_every and ranks.is_main:
         last_eval = _evaluate(model, val_data, cfg, device, autocast, step, elapsed(), log, None)
     if step % tc.checkpoint_every:
         checkpoint()
@@ -250,9 +273,11 @@ def _evaluate(model, data, cfg, device, autocast, step, elapsed, log, bar) -> di
 
 
 class Window:
-    """Sums of step statistics between log lines (tensors until flushed: one host sync per log)."""
+    """Sums of step statistics between log lines (tensors until flushed: one host sync per log).
+    `reduce` sums them over ranks at the flush (identity in a single process)."""
 
-    def __init__(self):
+    def __init__(self, reduce=None):
+        self.reduce = reduce or (lambda sums: {k: float(v) for k, v in sums.items()})
         self.sums: dict[str, torch.Tensor | float] = {}
         self.steps = 0
         self.start = time.monotonic()
@@ -264,15 +289,26 @@ class Window:
                 self.sums[k] = self.sums.get(k, 0) + (v.detach().float() if torch.is_tensor(v) else v)
 
     def flush(self, lr: float, elapsed: float) -> dict:
-        sums = {k: float(v) for k, v in self.sums.items()}
+        sums = self.reduce({**self.sums, "steps": self.steps})
         seconds = max(time.monotonic() - self.start, 1e-9)
         steps = max(self.steps, 1)
+        ranks = max(sums.pop("steps") / steps, 1)  # every rank counts the same steps
         record = {"loss": sums["loss"] / steps, **summarize(sums), "lr": lr,
-                  "grad_norm": sums["grad_norm"] / steps,
+                  "grad_norm": sums["grad_norm"] / (steps * ranks),
                   "tokens_per_s": sums["num_tokens"] / seconds, "elapsed": elapsed,
-                  "skipped_steps": int(sums.get("skipped_steps", 0))}
-        self.__init__()
+                  "skipped_steps": int(sums.get("skipped_steps", 0) / ranks)}
+        self.__init__(self.reduce)
         return record
+
+
+class NullLog:
+    """What ranks other than 0 log: nothing."""
+
+    def write(self, *args, **kwargs):
+        pass
+
+    def echo(self, *args, **kwargs):
+        pass
 
 
 class MetricsLog:
