@@ -59,6 +59,15 @@ def runs(tmp_path_factory, data_dir):
     return one, two
 
 
+def test_two_processes_with_accumulation_train_what_one_does(runs, tmp_path):
+    """2 micro-batches per rank: the gradient all-reduce runs once, on the last (no_sync before)."""
+    one, _ = runs
+    accumulated = tmp_path / "accumulated"
+    launch(2, "--data", json.loads((one / "run.json").read_text())["data_dir"],
+           "--out", accumulated, "--config", one.parent / "config.json", "--set", "train.grad_accum=2")
+    assert max_difference(weights(one, 20), weights(accumulated, 20)) < 1e-5
+
+
 def test_two_processes_train_what_one_does(runs):
     one, two = runs
     assert max_difference(weights(one, 20), weights(two, 20)) < 1e-5
