@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                            ("--eval-every", "train.eval_every", int), ("--device", "train.device", str),
                            ("--vocab-size", "data.vocab_size", int)):
         p.add_argument(flag, type=typ, default=None, dest=key, help=f"sets {key}")
+    p.add_argument("--objective", choices=("electra", "mlm"), default=None, dest="objective.kind",
+                   help="electra (default) or mlm: BERT's masked LM at the same size, the baseline")
     p.add_argument("--compile", action="store_const", const=True, default=None, dest="train.compile",
                    help="torch.compile the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
@@ -105,6 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch intra-op threads on CPU")
     p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("compare", help="ELECTRA vs masked LM at the same budget, fine-tuned on a task")
+    _add_corpus_args(p)
+    p.add_argument("--budget", required=True, help="pre-training wall-clock budget of each, e.g. 15m")
+    p.add_argument("--task", required=True, choices=("sst2", "cola", "mrpc", "stsb", "rte"))
+    p.add_argument("--data", required=True, metavar="DIR", help="the task's folder, or the GLUE root")
+    p.add_argument("--out", required=True, metavar="OUT")
+    p.add_argument("--seeds", default="1,2,3", help="fine-tuning seeds (default 1,2,3)")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the task's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="pre-training overrides")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("report", help="an HTML page with figures of runs' training curves")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--out", metavar="DIR", help="default: RUN/report (the first RUN)")
 
     p = sub.add_parser("export", help="write a run as Hugging Face ELECTRA directories")
     p.add_argument("--model", required=True, metavar="RUN")
@@ -266,12 +284,7 @@ def cmd_finetune(args):
     from electra.tasks import GLUE, custom_task, detect_format, load_task, task_folder
     from electra.tokenizer import load_tokenizer
 
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise UsageError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
-    if not seeds:
-        raise UsageError("--seeds names no seed")
+    seeds = _parse_seeds(args.seeds)
     if args.task == "custom":
         folder = Path(args.data)
         spec = custom_task(detect_format(folder), args.text_column, args.text_pair_column, args.label_column,
@@ -293,7 +306,7 @@ def cmd_finetune(args):
 
         loaded = load_run(args.model, args.step)
         tokenizer, model_cfg = loaded.tokenizer, loaded.cfg.model
-        encoder_state = loaded.model.discriminator.encoder.state_dict()
+        encoder_state = loaded.model.encoder.state_dict()  # the discriminator's, or the masked LM's
         preset = ("large" if model_cfg.hidden_size >= 1024 else "base" if model_cfg.hidden_size >= 768
                   else "small")  # the official fine-tuning lr goes by model size
         source = f"{args.model} step {loaded.step}"
@@ -307,6 +320,39 @@ def cmd_finetune(args):
                       args.device, show_progress=not args.no_progress)
     print(summary_line(report))
     print(f"best seed {report['best_seed']}: model, metrics.json and predictions/ in {args.out}")
+
+
+def cmd_compare(args):
+    from electra.compare import compare
+    from electra.config import parse_set_args
+
+    seeds = _parse_seeds(args.seeds)
+    overrides = parse_set_args(args.set)
+    if args.doc_sep:
+        overrides["data.doc_sep"] = args.doc_sep
+    results = compare(args.corpus, args.budget, args.task, args.data, args.out, seeds, args.preset, overrides,
+                      args.epochs, show_progress=not args.no_progress)
+    for name, r in results.items():
+        print(f"{name:<8} {args.task} dev {r['metric']} median {r['median']:.2f} (seeds "
+              f"{', '.join(f'{v:.2f}' for v in r['seeds'])}); pre-training {r['pretrain_flops']:.3g} FLOPs")
+    print(f"report: {Path(args.out) / 'report.html'}")
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise UsageError("--seeds names no seed")
+    return seeds
+
+
+def cmd_report(args):
+    from electra.report import write_report
+
+    page = write_report(args.runs, args.out or Path(args.runs[0]) / "report")
+    print(f"report: {page} (figures beside it)")
 
 
 def cmd_export(args):
@@ -328,7 +374,7 @@ def cmd_import(args):
 
 
 COMMANDS = {"tokenizer": cmd_tokenizer, "prepare": cmd_prepare, "pretrain": cmd_pretrain,
-            "evaluate": cmd_evaluate, "detect": cmd_detect, "finetune": cmd_finetune, "export": cmd_export, "import": cmd_import}
+            "evaluate": cmd_evaluate, "detect": cmd_detect, "finetune": cmd_finetune, "compare": cmd_compare, "report": cmd_report, "export": cmd_export, "import": cmd_import}
 
 
 def main(argv=None) -> int:

@@ -73,6 +73,10 @@ class ObjectiveConfig:
     # Start the discriminator's output bias at logit(mask_prob) instead of 0 (measured to prevent an
     # early collapse to a constant predictor on small CPU models; see docs/LOG.md).
     disc_bias_init: str = "zero"  # "zero" or "base_rate"
+    # "electra", or "mlm": BERT's masked LM at the discriminator's size (80% [MASK], 10% random,
+    # 10% kept), the baseline of the paper's comparison
+    kind: str = "electra"
+    random_token_prob: float = 0.1  # mlm only: of the chosen positions, the share given a random token
 
     def __post_init__(self):
         _check_fraction(self, "mask_prob", "mask_token_prob")
@@ -86,6 +90,8 @@ class ObjectiveConfig:
         if self.temperature <= 0:
             raise UsageError("objective.temperature must be > 0")
         _check_choice(self, "disc_bias_init", ("zero", "base_rate"))
+        _check_choice(self, "kind", ("electra", "mlm"))
+        _check_fraction(self, "random_token_prob")
 
     def predictions_per_sequence(self, seq_len: int) -> int:
         n = self.max_predictions or int((self.mask_prob + 0.005) * seq_len)

@@ -44,13 +44,18 @@ def evaluate_rtd(model, data: PretrainingData, indices, cfg, device, batch_size:
     probs, labels = [], []
     for chunk in _batches(indices, batch_size):
         batch = {k: v.to(device) for k, v in data.batch(chunk).items()}
-        noise = draw_noise(example_keys(EVAL_SEED, chunk), seq_len, num_predictions, vocab, device)
+        noise = draw_noise(example_keys(EVAL_SEED, chunk), seq_len, num_predictions, vocab, device,
+                           cfg.objective.kind)
         out = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], noise)
         for k, v in out.stats.items():
             sums[k] = sums.get(k, 0.0) + float(v)
+        if out.disc_logits is None:  # masked LM: its MLM accuracy only
+            continue
         real = maskable(batch["input_ids"])  # as in the stats: [CLS]/[SEP] are never replaced
         probs.append(torch.sigmoid(out.disc_logits[real]).cpu().numpy())
         labels.append(out.labels[real].cpu().numpy())
+    if not labels:
+        return {**summarize(sums), "tokens": int(sums["num_tokens"])}
     labels, probs = np.concatenate(labels), np.concatenate(probs)
     return {**summarize(sums), "disc_auc": _auc(labels, probs), "tokens": int(sums["num_tokens"])}
 
@@ -108,8 +113,9 @@ def evaluate_corpus(loaded, corpus, doc_sep: str = "line", batch_size: int = 64,
         train_counts = (np.load(counts_file, allow_pickle=False) if counts_file.is_file()
                         else unigram_counts)
         metrics = evaluate_rtd(loaded.model, data, indices, cfg, device, batch_size)
-        metrics.update(evaluate_unigram(loaded.model, data, indices, unigram_counts, train_counts,
-                                        device, batch_size))
+        if cfg.objective.kind == "electra":
+            metrics.update(evaluate_unigram(loaded.model, data, indices, unigram_counts, train_counts,
+                                            device, batch_size))
     # the share a generator that always predicts the most frequent token would score
     top = int(np.argmax(unigram_counts))
     metrics["top_token"] = loaded.tokenizer.id_to_token(top)

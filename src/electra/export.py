@@ -122,6 +122,8 @@ def export_run(run_dir, out_dir, step: int | None = None, force: bool = False) -
         raise UsageError(f"{str(out)!r} is not empty; choose another --out, or pass --force to replace it")
     loaded = load_run(run_dir, step)
     cfg = loaded.cfg
+    if cfg.objective.kind != "electra":
+        raise UsageError("export writes ELECTRA runs; this run trained a masked LM (objective.kind=mlm)")
     if not cfg.model.hf_compatible:
         raise UsageError(
             f"this run uses model.norm_position={cfg.model.norm_position!r} and model.attention_bias="

@@ -17,14 +17,14 @@ import torch
 from electra.checkpoint import CONFIG_FILE, latest_checkpoint, list_checkpoints, load_checkpoint
 from electra.config import Config
 from electra.errors import UsageError
-from electra.objective import Electra
+from electra.objective import build_model
 from electra.tokenizer import MASK_ID, PAD_ID, SPECIAL_TOKENS, SUBWORD_PREFIX, load_tokenizer
 
 
 @dataclass
 class LoadedRun:
     cfg: Config
-    model: Electra
+    model: torch.nn.Module  # Electra, or MaskedLM
     tokenizer: object
     checkpoint: Path
     step: int
@@ -50,7 +50,7 @@ def load_run(run_dir, step: int | None = None, device="cpu") -> LoadedRun:
     if tokenizer.get_vocab_size() != cfg.model.vocab_size:
         raise UsageError(f"the tokenizer in {str(run)!r} has {tokenizer.get_vocab_size()} tokens but the "
                          f"model expects {cfg.model.vocab_size}")
-    model = Electra(cfg.model, cfg.objective)
+    model = build_model(cfg.model, cfg.objective)
     state = load_checkpoint(ckpt, model)
     model.to(device).eval()
     return LoadedRun(cfg, model, tokenizer, ckpt, state["step"])
@@ -62,6 +62,8 @@ def detect(loaded: LoadedRun, texts: list[str], device="cpu", threshold: float =
     """Score a batch of texts: per sub-word token and per word, the discriminator's probability of
     'replaced' (a word's is the max over its pieces); words at or above `threshold` are flagged,
     and for each flagged word the generator, with that word masked, suggests `top_k` originals."""
+    if loaded.cfg.objective.kind != "electra":
+        raise UsageError("detect needs an ELECTRA discriminator; this run trained a masked LM")
     tok = loaded.tokenizer
     tok.enable_truncation(loaded.cfg.model.max_position_embeddings)  # counts [CLS] and [SEP]
     encodings = tok.encode_batch(list(texts))

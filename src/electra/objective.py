@@ -26,18 +26,20 @@ from torch import nn
 
 from electra.config import ModelConfig, ObjectiveConfig, generator_config
 from electra.model import Discriminator, Embeddings, Generator, init_weights, logit
-from electra.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
+from electra.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS
 
 SPECIAL_IDS = (PAD_ID, CLS_ID, SEP_ID, MASK_ID)
 
 
 @dataclass
 class Noise:
-    """Uniform(0,1) draws for one batch: which tokens to choose, [MASK] or keep, Gumbel noise."""
+    """Uniform(0,1) draws for one batch: which tokens to choose, [MASK] or keep, Gumbel noise
+    (ELECTRA's sampling) or random replacement tokens (masked LM)."""
 
     select: torch.Tensor  # (B, T)
     keep: torch.Tensor  # (B, N)
-    gumbel: torch.Tensor  # (B, N, V)
+    gumbel: torch.Tensor | None = None  # (B, N, V)
+    random: torch.Tensor | None = None  # (B, N)
 
 
 def example_keys(seed: int, positions, purpose: int = 0) -> list[int]:
@@ -54,15 +56,18 @@ def example_keys(seed: int, positions, purpose: int = 0) -> list[int]:
 
 
 def draw_noise(keys: list[int], seq_len: int, num_predictions: int, vocab_size: int,
-               device) -> Noise:
+               device, kind: str = "electra") -> Noise:
     """Per-example generators, so an example's noise depends only on its key."""
-    select, keep, gumbel = [], [], []
+    select, keep, extra = [], [], []
     for key in keys:
         g = torch.Generator(device=device).manual_seed(key)
         select.append(torch.rand(seq_len, generator=g, device=device))
         keep.append(torch.rand(num_predictions, generator=g, device=device))
-        gumbel.append(torch.rand(num_predictions, vocab_size, generator=g, device=device))
-    return Noise(torch.stack(select), torch.stack(keep), torch.stack(gumbel))
+        shape = (num_predictions, vocab_size) if kind == "electra" else (num_predictions,)
+        extra.append(torch.rand(shape, generator=g, device=device))
+    if kind == "electra":
+        return Noise(torch.stack(select), torch.stack(keep), gumbel=torch.stack(extra))
+    return Noise(torch.stack(select), torch.stack(keep), random=torch.stack(extra))
 
 
 class ElectraOutput(NamedTuple):
@@ -95,9 +100,12 @@ def prediction_counts(input_ids, mask_prob: float, max_predictions: int):
 
 
 def mask_tokens(input_ids, select_noise, keep_noise, mask_prob: float,
-                mask_token_prob: float = 0.85) -> Masked:
+                mask_token_prob: float = 0.85, random_token_prob: float = 0.0, random_noise=None,
+                vocab_size: int = 0) -> Masked:
     """Choose `prediction_counts` of the maskable tokens uniformly without replacement, and replace
-    85% of those with [MASK]. N = keep_noise.shape[1] is the number of prediction slots."""
+    85% of those with [MASK] (ELECTRA; BERT: 80% [MASK], `random_token_prob` 10% a random
+    non-special token drawn from `random_noise`, the rest kept). N = keep_noise.shape[1] is the
+    number of prediction slots."""
     N = keep_noise.shape[1]
     candidate = maskable(input_ids)
     k = prediction_counts(input_ids, mask_prob, N)
@@ -106,7 +114,13 @@ def mask_tokens(input_ids, select_noise, keep_noise, mask_prob: float,
     weights = torch.arange(N, device=input_ids.device)[None, :] < k[:, None]
     originals = input_ids.gather(1, positions)
     is_mask_token = weights & (keep_noise < mask_token_prob)
-    masked_ids = input_ids.scatter(1, positions, torch.where(is_mask_token, MASK_ID, originals))
+    shown = torch.where(is_mask_token, MASK_ID, originals)
+    if random_token_prob > 0:
+        is_random = weights & ~is_mask_token & (keep_noise < mask_token_prob + random_token_prob)
+        first = len(SPECIAL_TOKENS)  # ids 0-4 are the special tokens
+        random_ids = (first + (random_noise * (vocab_size - first)).long()).clamp(max=vocab_size - 1)
+        shown = torch.where(is_random, random_ids, shown)
+    masked_ids = input_ids.scatter(1, positions, shown)
     return Masked(masked_ids, positions, weights, originals, is_mask_token)
 
 
@@ -137,6 +151,11 @@ class Electra(nn.Module):
         if objective_cfg.disc_bias_init == "base_rate":
             # At the start every chosen token is replaced (a random generator is never right).
             nn.init.constant_(self.discriminator.head.prediction.bias, logit(objective_cfg.mask_prob))
+
+    @property
+    def encoder(self):
+        """What fine-tuning starts from: the discriminator's encoder."""
+        return self.discriminator.encoder
 
     def forward(self, input_ids, token_type_ids, attention_mask, noise: Noise,
                 num_predictions=None, num_tokens=None):
@@ -173,6 +192,47 @@ class Electra(nn.Module):
         return ElectraOutput(loss, stats, disc_logits, labels, token_mask)
 
 
+class MaskedLM(nn.Module):
+    """BERT's masked LM at the discriminator's size, the baseline ELECTRA is compared with: the
+    same masking of 15% of the tokens, shown as 80% [MASK] / 10% random / 10% kept, the loss and the
+    vocabulary head only at those positions. Fine-tuning uses its encoder like a discriminator's."""
+
+    def __init__(self, model_cfg: ModelConfig, objective_cfg: ObjectiveConfig):
+        super().__init__()
+        self.cfg, self.objective = model_cfg, objective_cfg
+        self.embeddings = Embeddings(model_cfg)
+        self.generator = Generator(model_cfg, self.embeddings)  # full width: the model itself
+        init_weights(self, model_cfg.initializer_range)
+
+    @property
+    def encoder(self):
+        return self.generator.encoder
+
+    def forward(self, input_ids, token_type_ids, attention_mask, noise: Noise,
+                num_predictions=None, num_tokens=None):
+        obj = self.objective
+        m = mask_tokens(input_ids, noise.select, noise.keep, obj.mask_prob, 1 - 2 * obj.random_token_prob,
+                        obj.random_token_prob, noise.random, self.cfg.vocab_size)
+        token_mask = input_ids != PAD_ID if attention_mask is None else attention_mask.bool()
+        if num_predictions is None:
+            num_predictions = m.weights.sum().clamp(min=1)
+        logits = self.generator(m.input_ids, token_type_ids, attention_mask, m.positions)  # (B, N, V)
+        nll = F.cross_entropy(logits.flatten(0, 1).float(), m.originals.flatten(),
+                              reduction="none").view_as(m.originals)
+        loss = (nll * m.weights).sum() / num_predictions
+        with torch.no_grad():
+            at_mask = m.weights & m.is_mask_token
+            stats = {"gen_correct_at_mask": ((logits.argmax(-1) == m.originals) & at_mask).sum(),
+                     "num_mask_tokens": at_mask.sum(), "num_predictions": m.weights.sum(),
+                     "num_tokens": token_mask.sum(), "gen_loss_sum": (nll * m.weights).sum()}
+        return ElectraOutput(loss, stats, None, None, token_mask)
+
+
+def build_model(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig) -> nn.Module:
+    """ELECTRA's generator + discriminator, or the masked-LM baseline (`objective.kind`)."""
+    return (MaskedLM if objective_cfg.kind == "mlm" else Electra)(model_cfg, objective_cfg)
+
+
 def _step_stats(gen_logits, m: Masked, labels, disc_logits, token_mask, scored) -> dict[str, torch.Tensor]:
     """Sums and counts (detached tensors; `.item()` happens only at log steps). Losses count all
     real tokens, as trained; accuracy, precision and recall only `scored` (non-special) tokens,
@@ -197,6 +257,9 @@ def summarize(stats: dict[str, float]) -> dict[str, float]:
     """Turn summed stats into the honest metrics: gen accuracy at [MASK] only, disc loss beside its
     label entropy (what a constant predictor scores), precision and recall of 'replaced'."""
     n_tok = max(stats["num_tokens"], 1)
+    if "disc_loss_sum" not in stats:  # masked LM: no discriminator
+        return {"gen_loss": stats["gen_loss_sum"] / max(stats["num_predictions"], 1),
+                "gen_accuracy": stats["gen_correct_at_mask"] / max(stats["num_mask_tokens"], 1)}
     return {
         "gen_loss": stats["gen_loss_sum"] / max(stats["num_predictions"], 1),
         "gen_accuracy": stats["gen_correct_at_mask"] / max(stats["num_mask_tokens"], 1),

@@ -31,7 +31,7 @@ from electra.distributed import Dist, agree, no_sync, sum_dict_over_ranks, sum_o
 from electra.data import COUNTS_FILE, PretrainingData, load_index, prepare_corpus, stream_indices
 from electra.errors import UsageError
 from electra.evaluate import evaluate_rtd
-from electra.objective import (Electra, count_parameters, draw_noise, example_keys, prediction_counts,
+from electra.objective import (build_model, count_parameters, draw_noise, example_keys, prediction_counts,
                                summarize)
 from electra.tokenizer import PAD_ID, TOKENIZER_FILE, load_tokenizer, train_tokenizer
 
@@ -108,7 +108,7 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
                          f"({train_data.vocab_size}); leave model.vocab_size unset for pretrain")
 
     torch.manual_seed(tc.seed)
-    model = Electra(cfg.model, cfg.objective).to(device)
+    model = build_model(cfg.model, cfg.objective).to(device)
     optimizer = build_optimizer(model, tc)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     step, elapsed_before = 0, 0.0
@@ -131,9 +131,11 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
     micro = per_rank // tc.grad_accum
     budget = tc.time_budget_seconds
     log = MetricsLog(run / METRICS_FILE, step if resume else 0) if ranks.is_main else NullLog()
-    log.echo(f"params: discriminator {count_parameters(model.discriminator):,}, generator "
-             f"{count_parameters(model.generator):,} (embeddings shared) | device {device} {precision} | "
-             f"{len(train_data):,} train examples of {seq_len} tokens")
+    sizes = (f"masked LM {count_parameters(model):,}" if cfg.objective.kind == "mlm" else
+             f"discriminator {count_parameters(model.discriminator):,}, generator "
+             f"{count_parameters(model.generator):,} (embeddings shared)")
+    log.echo(f"params: {sizes} | device {device} {precision} | {len(train_data):,} train examples of "
+             f"{seq_len} tokens")
     bar = tqdm(total=int(budget) if budget else tc.max_steps, initial=0 if budget else step,
                unit="s" if budget else "step", disable=not (show_progress and ranks.is_main), dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
@@ -170,7 +172,7 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
         step_stats = []
         for i in range(0, per_rank, micro):
             part = {k: v[i:i + micro].to(device, non_blocking=True) for k, v in batch.items()}
-            noise = draw_noise(keys[i:i + micro], seq_len, num_predictions, vocab, device)
+            noise = draw_noise(keys[i:i + micro], seq_len, num_predictions, vocab, device, cfg.objective.kind)
             with no_sync(wrapped, ranks, last_micro_step=i + micro >= per_rank), autocast():
                 out = forward(part["input_ids"], part["token_type_ids"], part["attention_mask"],
                               noise, num_predictions=n_pred, num_tokens=n_tok)

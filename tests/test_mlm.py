@@ -1,0 +1,131 @@
+"""The masked-LM baseline (BERT's objective at the discriminator's size)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+import torch.nn.functional as F
+
+from electra.cli import main
+from electra.config import ObjectiveConfig, preset_config
+from electra.objective import MaskedLM, draw_noise, example_keys, mask_tokens
+from electra.tokenizer import MASK_ID
+
+
+def test_mlm_masking_is_80_10_10_over_a_large_seeded_sample():
+    B, T, V = 4000, 64, 1000
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, V, (B, T), generator=g)
+    noise = draw_noise(example_keys(1, range(B)), T, 10, V, "cpu", kind="mlm")
+    m = mask_tokens(ids, noise.select, noise.keep, 0.15, 0.8, 0.1, noise.random, V)
+    shown = m.input_ids.gather(1, m.positions)[m.weights]
+    original = m.originals[m.weights]
+    n = len(shown)
+    assert n == B * round(0.15 * T)
+    as_mask = (shown == MASK_ID).float().mean()
+    kept = (shown == original).float().mean()
+    replaced = ((shown != MASK_ID) & (shown != original)).float().mean()
+    # 40,000 predictions: a share's standard error is at most 0.0025
+    assert abs(as_mask - 0.8) < 0.01 and abs(replaced - 0.1 * (1 - 1 / (V - 5))) < 0.01
+    assert abs(kept - 0.1) < 0.01
+    assert int(shown.min()) >= 4 and int(shown[shown != MASK_ID].min()) >= 5  # never another special
+    outside = torch.ones_like(ids, dtype=torch.bool).scatter(1, m.positions, ~m.weights)
+    assert torch.equal(m.input_ids[outside], ids[outside])  # unchosen tokens untouched
+
+
+def test_mlm_loss_counts_only_the_chosen_positions():
+    model_cfg = preset_config("tiny").model
+    from dataclasses import replace
+
+    model_cfg = replace(model_cfg, vocab_size=120, hidden_size=32, num_layers=2, num_heads=2,
+                        intermediate_size=37, embedding_size=24, max_position_embeddings=32)
+    torch.manual_seed(0)
+    model = MaskedLM(model_cfg, ObjectiveConfig(kind="mlm")).eval()
+    ids = torch.randint(5, 120, (3, 32))
+    types, mask = torch.zeros_like(ids), torch.ones_like(ids, dtype=torch.bool)
+    noise = draw_noise(example_keys(7, range(3)), 32, 5, 120, "cpu", kind="mlm")
+    out = model(ids, types, mask, noise)
+    m = mask_tokens(ids, noise.select, noise.keep, 0.15, 0.8, 0.1, noise.random, 120)
+    logits = model.generator(m.input_ids, types, mask)  # every position
+    chosen = torch.zeros_like(ids, dtype=torch.bool).scatter(1, m.positions, m.weights)
+    by_hand = F.cross_entropy(logits[chosen], ids[chosen])
+    assert torch.allclose(out.loss, by_hand, atol=1e-5)
+    assert out.disc_logits is None and chosen.sum() < ids.numel() / 5
+
+
+def test_mlm_pretrains_evaluates_and_fine_tunes_through_the_cli(tmp_path, corpus, capsys):
+    from tests.test_cli import TINY
+
+    run = tmp_path / "mlm"
+    assert main([str(a) for a in ["pretrain", "--corpus", corpus, "--out", run, "--objective", "mlm",
+                                  "--max-steps", 4, *TINY]]) == 0
+    assert "masked LM" in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["objective"]["kind"] == "mlm"
+    assert main(["evaluate", "--model", str(run), "--corpus", str(corpus), "--json", "--max-examples", "20"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert 0 <= metrics["gen_accuracy"] <= 1 and "disc_auc" not in metrics
+    assert main(["detect", "--model", str(run), "hello"]) == 2
+    assert "trained a masked LM" in capsys.readouterr().err
+    folder = tmp_path / "task"
+    folder.mkdir()
+    rows = "".join(json.dumps({"t": f"the film was {w}", "y": w}) + "\n" for w in ("good", "bad") * 4)
+    (folder / "train.jsonl").write_text(rows)
+    (folder / "dev.jsonl").write_text(rows)
+    argv = ["finetune", "--model", run, "--task", "custom", "--data", folder, "--text-column", "t",
+            "--label-column", "y", "--out", tmp_path / "ft", "--epochs", "1", "--no-progress", "--max-length", "32"]
+    assert main([str(a) for a in argv]) == 0
+    assert "step 4" in json.loads((tmp_path / "ft" / "metrics.json").read_text())["model"]
+
+
+def test_report_renders_runs_with_figures_and_the_results_table(tmp_path, corpus, capsys):
+    import re
+
+    from electra.report import write_report
+    from tests.test_cli import TINY
+
+    runs = []
+    for kind in ("electra", "mlm"):
+        run = tmp_path / kind
+        argv = ["pretrain", "--corpus", corpus, "--out", run, "--objective", kind, "--max-steps", 6,
+                "--eval-every", 3, *TINY, "--set", "train.log_every=2"]
+        assert main([str(a) for a in argv]) == 0
+        runs.append(run)
+    results = {"electra": {"metric": "accuracy", "median": 81.5, "seeds": [80.25, 81.5, 82.0]}}
+    page = write_report(runs, tmp_path / "report", results)
+    text = page.read_text()
+    names = {"losses", "accuracy", "heldout", "schedule", "heldout_vs_elapsed", "heldout_vs_flops"}
+    assert {p.stem for p in (tmp_path / "report").glob("*.png")} == names
+    assert len(re.findall(r"src='data:image/png;base64,", text)) == len(names)  # no network needed
+    assert "<td>81.50</td><td>80.25, 81.50, 82.00</td>" in text
+    rows = re.findall(r"<tr><td>(\w+) \((\w+)\)</td><td>(\d+)</td>", text)
+    assert rows == [("electra", "electra", "6"), ("mlm", "mlm", "6")]
+    assert main(["report", str(runs[0])]) == 0 and (runs[0] / "report" / "report.html").is_file()
+
+
+def test_compare_pretrains_both_fine_tunes_three_and_reports(tmp_path, corpus, capsys):
+    from tests.conftest import SENTENCES
+
+    glue = tmp_path / "glue" / "SST-2"
+    glue.mkdir(parents=True)
+    rows = "".join(f"{s} \t{int('!' in s or 'praised' in s)}\n" for s in SENTENCES)
+    for split in ("train", "dev"):
+        (glue / f"{split}.tsv").write_text("sentence\tlabel\n" + rows)
+    (glue / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\t{s}\n" for i, s in enumerate(SENTENCES)))
+    tiny = ["--set", "model.hidden_size=32", "--set", "model.num_layers=1", "--set", "model.intermediate_size=37",
+            "--set", "model.embedding_size=24", "--set", "train.threads=1", "--set", "data.seq_len=32",
+            "--set", "train.batch_size=8", "--set", "data.vocab_size=200", "--set", "train.max_steps=4",
+            "--set", "model.max_position_embeddings=32", "--set", "train.eval_every=2"]
+    out = tmp_path / "cmp"
+    argv = ["compare", "--corpus", corpus, "--budget", "10m", "--task", "sst2", "--data", tmp_path / "glue",
+            "--out", out, "--seeds", "1,2", "--epochs", "1", "--no-progress", *tiny]
+    assert main([str(a) for a in argv]) == 0
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert set(results) == {"electra", "mlm", "scratch"}
+    for name, r in results.items():
+        assert len(r["seeds"]) == 2 and r["median"] == sorted(r["seeds"])[0] / 2 + sorted(r["seeds"])[1] / 2
+    assert results["electra"]["pretrain_tokens"] == results["mlm"]["pretrain_tokens"] == 4 * 8 * 32
+    assert results["electra"]["pretrain_flops"] > results["mlm"]["pretrain_flops"] > 0  # + the generator
+    assert results["scratch"]["pretrain_flops"] == 0
+    text = (out / "report.html").read_text()
+    assert f"<td>{results['mlm']['median']:.2f}</td>" in text and (out / "heldout_vs_flops.png").is_file()
