@@ -120,6 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="pre-training overrides")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("bench", help="time pre-training steps: tokens/s, FLOPs, MFU (and the HF reference)")
+    p.add_argument("--preset", default="small")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--vocab-size", type=int, default=30522, help="default: the official 30,522")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, help="torch intra-op threads on CPU")
+    p.add_argument("--objective", choices=("electra", "mlm"), default="electra")
+    p.add_argument("--reference", choices=("hf",), help="also time the transformers ELECTRA pair")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("report", help="an HTML page with figures of runs' training curves")
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("--out", metavar="DIR", help="default: RUN/report (the first RUN)")
@@ -348,6 +364,38 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def cmd_bench(args):
+    import torch
+
+    from electra.bench import run_bench
+    from electra.config import apply_overrides, parse_set_args, preset_config
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # as the training loop
+    if args.reference == "hf":
+        import importlib.util
+
+        if importlib.util.find_spec("transformers") is None:
+            raise UsageError("--reference hf needs `transformers` (pip install transformers)")
+    cfg = apply_overrides(preset_config(args.preset), {
+        "train.batch_size": args.batch, "data.seq_len": args.seq_len, "model.vocab_size": args.vocab_size,
+        "objective.kind": args.objective, **parse_set_args(args.set)})
+    result = run_bench(cfg, args.device, args.dtype, args.compile, args.steps, args.warmup, args.reference)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{args.preset} {result['device']} {result['precision']}{' compiled' if args.compile else ''}, "
+          f"{result['threads']} threads, batch {args.batch} x {args.seq_len}, vocab {args.vocab_size}:")
+    print(f"  {result['tokens_per_s']:,.0f} tokens/s, {result['ms_per_step']:.1f} ms/step, peak memory "
+          f"{result['peak_memory_bytes'] / 2**20:,.0f} MiB")
+    print(f"  {result['flops_per_token'] / 1e6:,.1f} MFLOPs/token -> {result['achieved_flops'] / 1e9:,.1f} GFLOP/s; "
+          f"matmul peak {result['matmul_peak_flops'] / 1e9:,.1f} GFLOP/s; MFU {result['mfu']:.3f}")
+    if "reference_tokens_per_s" in result:
+        print(f"  transformers ELECTRA pair: {result['reference_tokens_per_s']:,.0f} tokens/s; ours is "
+              f"{result['speedup_vs_reference']:.2f}x")
+
+
 def cmd_report(args):
     from electra.report import write_report
 
@@ -374,7 +422,7 @@ def cmd_import(args):
 
 
 COMMANDS = {"tokenizer": cmd_tokenizer, "prepare": cmd_prepare, "pretrain": cmd_pretrain,
-            "evaluate": cmd_evaluate, "detect": cmd_detect, "finetune": cmd_finetune, "compare": cmd_compare, "report": cmd_report, "export": cmd_export, "import": cmd_import}
+            "evaluate": cmd_evaluate, "detect": cmd_detect, "finetune": cmd_finetune, "compare": cmd_compare, "bench": cmd_bench, "report": cmd_report, "export": cmd_export, "import": cmd_import}
 
 
 def main(argv=None) -> int:

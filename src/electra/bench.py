@@ -1,0 +1,157 @@
+"""`electra bench`: the speed of full pre-training steps (forward, backward, optimizer) on
+synthetic token ids, with model FLOPs, the measured matrix-multiply peak and their ratio (MFU),
+and optionally the same measurement for the Hugging Face `transformers` ELECTRA pair.
+
+The HF reference is what a user would wire up with `transformers` (as richarddwang/electra_pytorch
+does): `ElectraForMaskedLM` + `ElectraForPreTraining` of the same sizes sharing their embeddings, the
+generator's vocabulary head over the whole sequence (as `ElectraForMaskedLM` computes it), Gumbel
+sampling at the masked positions, the same AdamW. It needs `transformers`, a test dependency only.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+
+from electra.config import Config, generator_config
+from electra.flops import training_flops_per_token
+from electra.objective import build_model, draw_noise, example_keys, mask_tokens
+from electra.tokenizer import CLS_ID, SEP_ID
+from electra.train import autocast_for, build_optimizer, resolve_device
+
+
+def synthetic_batch(batch: int, seq_len: int, vocab_size: int, device, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab_size, (batch, seq_len), generator=g)
+    ids[:, 0], ids[:, -1] = CLS_ID, SEP_ID
+    ids[:, seq_len // 2] = SEP_ID
+    types = torch.zeros_like(ids)
+    types[:, seq_len // 2 + 1:] = 1
+    return ids.to(device), types.to(device), torch.ones_like(ids, dtype=torch.bool, device=device)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_steps(step, steps: int, warmup: int, device) -> float:
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def matmul_peak(device, dtype: torch.dtype, size: int | None = None, repeats: int = 10) -> float:
+    """FLOP/s of a large square matrix multiply in this process: the denominator of MFU."""
+    size = size or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    seconds = _time_steps(lambda: a @ b, repeats, 2, device)
+    return 2 * size ** 3 / seconds
+
+
+def bench_ours(cfg: Config, device, precision: str, compile: bool, steps: int, warmup: int) -> float:
+    """Seconds per optimizer step of our model on a synthetic batch."""
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.objective).to(device).train()
+    optimizer = build_optimizer(model, cfg.train)
+    forward = torch.compile(model) if compile else model
+    autocast, _ = autocast_for(precision, device)
+    B, T, V = cfg.train.batch_size, cfg.data.seq_len, cfg.model.vocab_size
+    ids, types, mask = synthetic_batch(B, T, V, device)
+    N = cfg.objective.predictions_per_sequence(T)
+    done = [0]
+
+    def step():  # fresh noise per step, drawn as the training loop draws it
+        k, done[0] = done[0], done[0] + 1
+        noise = draw_noise(example_keys(0, range(k * B, (k + 1) * B)), T, N, V, device, cfg.objective.kind)
+        with autocast():
+            out = forward(ids, types, mask, noise)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return _time_steps(step, steps, warmup, device)
+
+
+def bench_hf(cfg: Config, device, precision: str, steps: int, warmup: int) -> float:
+    """Seconds per step of the `transformers` ELECTRA pair, same sizes and batch."""
+    import transformers
+
+    m, g = cfg.model, generator_config(cfg.model, cfg.objective)
+
+    def hf_config(c):
+        return transformers.ElectraConfig(
+            vocab_size=c.vocab_size, embedding_size=c.embedding_size, hidden_size=c.hidden_size,
+            num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads, intermediate_size=c.intermediate_size,
+            max_position_embeddings=c.max_position_embeddings, hidden_dropout_prob=c.dropout,
+            attention_probs_dropout_prob=c.attention_dropout)
+
+    torch.manual_seed(0)
+    disc = transformers.ElectraForPreTraining(hf_config(m)).to(device).train()
+    gen = transformers.ElectraForMaskedLM(hf_config(g)).to(device).train()
+    gen.electra.embeddings = disc.electra.embeddings  # shared, as ELECTRA does
+    params = list({id(p): p for p in list(disc.parameters()) + list(gen.parameters())}.values())
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, eps=1e-6, weight_decay=cfg.train.weight_decay)
+    autocast, _ = autocast_for(precision, device)
+    B, T, V = cfg.train.batch_size, cfg.data.seq_len, m.vocab_size
+    ids, types, mask = synthetic_batch(B, T, V, device)
+    N = cfg.objective.predictions_per_sequence(T)
+
+    def step():
+        noise = draw_noise(example_keys(0, range(B)), T, N, V, device)
+        masked = mask_tokens(ids, noise.select, noise.keep, cfg.objective.mask_prob)
+        labels = torch.full_like(ids, -100).scatter(1, masked.positions, torch.where(masked.weights, masked.originals, -100))
+        with autocast():
+            logits = gen(input_ids=masked.input_ids, token_type_ids=types, attention_mask=mask).logits  # (B, T, V)
+            gen_loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+            with torch.no_grad():
+                at = logits.gather(1, masked.positions[..., None].expand(-1, -1, V)).float()
+                sampled = (at - torch.log(-torch.log(noise.gumbel.clamp(1e-9, 1 - 1e-9)))).argmax(-1)
+            disc_ids = masked.input_ids.scatter(1, masked.positions, torch.where(masked.weights, sampled, masked.originals))
+            is_replaced = (disc_ids != ids).float()
+            disc_logits = disc(input_ids=disc_ids, token_type_ids=types, attention_mask=mask).logits
+            loss = gen_loss + cfg.objective.disc_weight * F.binary_cross_entropy_with_logits(disc_logits.float(), is_replaced)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.train.clip_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return _time_steps(step, steps, warmup, device)
+
+
+def run_bench(cfg: Config, device: str = "auto", precision: str = "fp32", compile: bool = False,
+              steps: int = 10, warmup: int = 3, reference: str | None = None) -> dict:
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    tokens = cfg.train.batch_size * cfg.data.seq_len
+    seconds = bench_ours(cfg, dev, precision, compile, steps, warmup)
+    peak_memory = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
+                   else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    flops_per_token = training_flops_per_token(cfg)
+    matmul_dtype = torch.bfloat16 if precision in ("bf16", "auto") and dev.type == "cuda" else torch.float32
+    peak = matmul_peak(dev, matmul_dtype)
+    result = {
+        "device": str(dev), "precision": precision, "compile": compile, "threads": torch.get_num_threads(),
+        "batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len, "vocab_size": cfg.model.vocab_size,
+        "ms_per_step": 1000 * seconds, "tokens_per_s": tokens / seconds, "peak_memory_bytes": int(peak_memory),
+        "flops_per_token": flops_per_token, "achieved_flops": flops_per_token * tokens / seconds,
+        "matmul_peak_flops": peak, "mfu": flops_per_token * tokens / seconds / peak,
+    }
+    if reference == "hf":
+        hf_seconds = bench_hf(replace(cfg, objective=replace(cfg.objective, kind="electra")), dev, precision,
+                              steps, warmup)
+        result["reference_tokens_per_s"] = tokens / hf_seconds
+        result["speedup_vs_reference"] = hf_seconds / seconds
+    return result
