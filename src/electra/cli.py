@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="OUT")
     p.add_argument("--seeds", default="1", help="comma-separated seeds, e.g. 1,2,3 (default 1)")
     p.add_argument("--epochs", type=int, help="default: the task's (3; 10 for RTE and STS-B)")
-    p.add_argument("--lr", type=float, help="default: by preset (3e-4 tiny/small, 1e-4 base, 5e-5 large)")
+    p.add_argument("--lr", type=float, help="default: by model size (1e-3 tiny, 3e-4 small, 1e-4 base, 5e-5 large)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--layer-decay", type=float, default=0.8)
@@ -324,7 +324,7 @@ def cmd_finetune(args):
         tokenizer, model_cfg = loaded.tokenizer, loaded.cfg.model
         encoder_state = loaded.model.encoder.state_dict()  # the discriminator's, or the masked LM's
         preset = ("large" if model_cfg.hidden_size >= 1024 else "base" if model_cfg.hidden_size >= 768
-                  else "small")  # the official fine-tuning lr goes by model size
+                  else "small" if model_cfg.hidden_size >= 256 else "tiny")  # the lr goes by model size
         source = f"{args.model} step {loaded.step}"
     if args.max_length > model_cfg.max_position_embeddings:
         raise UsageError(f"--max-length {args.max_length} exceeds the model's {model_cfg.max_position_embeddings} "
