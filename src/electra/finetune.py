@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_model
+from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
@@ -227,7 +227,8 @@ def _save_best(folder: Path, model: Classifier, spec: TaskSpec, model_cfg: Model
                tokenizer, report: dict):
     best = folder / "best"
     best.mkdir(parents=True)
-    save_model(model.cpu(), str(best / "model.safetensors"))
+    weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(best / "model.safetensors"))  # the model itself stays on its device
     tokenizer.no_truncation()
     tokenizer.save(str(best / TOKENIZER_FILE))
     (best / "config.json").write_text(json.dumps({
