@@ -261,3 +261,14 @@ def test_cli_export_detect_and_import_agree_with_transformers(tmp_path, corpus, 
                            "--max-steps", 2, "--batch-size", 4, "--seq-len", 32, "--no-progress")
     assert code == 0, out
     assert (imported / "checkpoints" / "step-00000002").is_dir() and (imported / "token_counts.npy").is_file()
+    code, out, _ = run_cli(capsys, "detect", "--model", imported, "--json", texts[0])
+    assert code == 0 and json.loads(out)["tokens"] == results[0]["tokens"]
+    task = tmp_path / "task"
+    task.mkdir()
+    rows = "".join(json.dumps({"t": t, "y": str(i)}) + "\n" for i, t in enumerate(texts * 3))
+    (task / "train.jsonl").write_text(rows)
+    (task / "dev.jsonl").write_text(rows)
+    code, out, _ = run_cli(capsys, "finetune", "--model", imported, "--task", "custom", "--data", task,
+                           "--text-column", "t", "--label-column", "y", "--out", tmp_path / "ft", "--epochs", 1,
+                           "--max-length", 32, "--no-progress")
+    assert code == 0 and "median" in out
