@@ -94,9 +94,8 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer=None,
         raise UsageError(f"not writing checkpoint {checkpoint_name(step)}: non-finite values in {bad[0]}; "
                          "the previous checkpoint is kept (lower train.lr and --resume)")
     root = Path(run_dir) / CHECKPOINT_DIR
-    root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
+    tmp = temp_dir_beside(final)
     try:
         save_model(model, str(tmp / MODEL_FILE))
         state = dict(state or {}, step=step)
@@ -109,7 +108,6 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer=None,
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
         for f in tmp.iterdir():
             _fsync(f)
-        tmp.chmod(0o755)
         replace_dir(tmp, final)  # the same step saved again (the final step) replaces the old one
         _fsync(root)
     except BaseException:

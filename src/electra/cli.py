@@ -297,7 +297,7 @@ def cmd_finetune(args):
 
     from electra.config import preset_config
     from electra.finetune import PRESET_LR, FinetuneConfig, finetune, summary_line
-    from electra.tasks import GLUE, custom_task, detect_format, load_task, task_folder
+    from electra.tasks import GLUE, custom_task, detect_format, load_task
     from electra.tokenizer import load_tokenizer
 
     seeds = _parse_seeds(args.seeds)
@@ -307,7 +307,7 @@ def cmd_finetune(args):
                            args.regression, folder)
     else:
         spec = GLUE[args.task]
-    task = load_task(spec, task_folder(spec, args.data))
+    task = load_task(spec, args.data)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.model == "none":

@@ -16,7 +16,7 @@ from electra.finetune import PRESET_LR, FinetuneConfig, finetune
 from electra.flops import training_flops_per_token
 from electra.inference import load_run
 from electra.report import load_history, write_report
-from electra.tasks import GLUE, load_task, task_folder
+from electra.tasks import GLUE, load_task
 from electra.tokenizer import load_tokenizer
 from electra.train import pretrain, start_run
 
@@ -29,7 +29,7 @@ def compare(corpus, budget: str, task: str, task_dir, out_dir, seeds=(1, 2, 3), 
     if task not in GLUE:
         raise UsageError(f"--task {task!r}: compare runs a GLUE task ({', '.join(GLUE)})")
     spec = GLUE[task]
-    task_data = load_task(spec, task_folder(spec, task_dir))  # fail on a bad task before pre-training
+    task_data = load_task(spec, task_dir)  # fail on a bad task before pre-training
     base = apply_overrides(preset_config(preset), {**(overrides or {}), "train.time_budget": budget})
 
     runs = {"electra": out / "electra", "mlm": out / "mlm"}

@@ -20,7 +20,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from electra.checkpoint import replace_dir, temp_dir_beside
 from electra.corpus import ReadStats, check_corpus_files, read_documents
 from electra.errors import UsageError
 from electra.tokenizer import CLS_ID, PAD_ID, SEP_ID, load_tokenizer, save_tokenizer
@@ -101,12 +101,10 @@ def prepare_corpus(corpus, tokenizer_dir, out_dir, doc_sep: str = "line",
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"output {str(out)!r} exists and is not an empty directory; "
                          "choose a new --out or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
     vocab_size = tok.get_vocab_size()
     dtype = np.uint16 if vocab_size <= 2**16 else np.uint32
     val_period = round(1 / val_fraction) if val_fraction > 0 else 0
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary directory
+    tmp = temp_dir_beside(out)
     try:
         stats = ReadStats()
         writers = {"train": _ShardWriter(tmp, "train", dtype), "val": _ShardWriter(tmp, "val", dtype)}
@@ -148,9 +146,7 @@ def prepare_corpus(corpus, tokenizer_dir, out_dir, doc_sep: str = "line",
                  "doc_sep": doc_sep, "corpus": [str(f) for f in files], "read": asdict(stats),
                  "splits": splits}
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2))
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.replace(tmp, out)
+        replace_dir(tmp, out)  # `out` is absent or empty, checked above
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

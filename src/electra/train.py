@@ -24,7 +24,8 @@ import torch
 from tqdm import tqdm
 
 from electra.checkpoint import (CONFIG_FILE, latest_checkpoint, latest_valid_checkpoint, load_checkpoint,
-                                remove_stale_temporaries, save_checkpoint, temp_dir_beside, write_json_atomic,
+                                remove_stale_temporaries, replace_dir, save_checkpoint, temp_dir_beside,
+                                write_json_atomic,
                                 write_text_atomic)
 from electra.config import Config, apply_overrides
 from electra.distributed import Dist, agree, no_sync, sum_dict_over_ranks, sum_over_ranks, wrap
@@ -371,8 +372,7 @@ def start_run(cfg: Config, run_dir, corpus=None, data_dir=None, show_progress: b
                                     show_progress=show_progress)
             if stats.replaced:
                 tqdm.write(f"note: {stats.replaced} undecodable byte sequences were replaced by U+FFFD")
-            prepare_corpus(corpus, tmp, tmp / "data", d.doc_sep, d.val_fraction, d.val_max_tokens,
-                           show_progress=show_progress)
+            _prepare(cfg, corpus, tmp, show_progress)
             data = run / "data"
         else:
             load_index(data_dir)
@@ -383,13 +383,19 @@ def start_run(cfg: Config, run_dir, corpus=None, data_dir=None, show_progress: b
         cfg = apply_overrides(cfg, {"model.vocab_size": vocab})
         (tmp / RUN_FILE).write_text(json.dumps({"data_dir": str(data)}, indent=2))
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2))
-        if run.exists():
-            run.rmdir()
-        tmp.rename(run)
+        replace_dir(tmp, run)  # `run` is absent or empty, checked above
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return cfg, data
+
+
+def _prepare(cfg: Config, corpus, run_dir: Path, show_progress: bool) -> Path:
+    """Prepare `corpus` with the tokenizer in `run_dir` into `run_dir/data`, as `cfg.data` says."""
+    d = cfg.data
+    prepare_corpus(corpus, run_dir, run_dir / "data", d.doc_sep, d.val_fraction, d.val_max_tokens,
+                   show_progress=show_progress)
+    return run_dir / "data"
 
 
 def run_data_dir(run_dir) -> Path | None:
@@ -410,10 +416,7 @@ def attach_data(cfg: Config, run_dir, corpus=None, data_dir=None, show_progress:
     tokenizer (`corpus`), or prepared shards made with that tokenizer (`data_dir`)."""
     run = Path(run_dir)
     if corpus:
-        d = cfg.data
-        prepare_corpus(corpus, run, run / "data", d.doc_sep, d.val_fraction, d.val_max_tokens,
-                       show_progress=show_progress)
-        data = run / "data"
+        data = _prepare(cfg, corpus, run, show_progress)
     else:
         load_index(data_dir)
         data = Path(data_dir).resolve()
