@@ -17,8 +17,8 @@ def test_mlm_masking_is_80_10_10_over_a_large_seeded_sample():
     B, T, V = 4000, 64, 1000
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, V, (B, T), generator=g)
-    noise = draw_noise(example_keys(1, range(B)), T, 10, V, "cpu", kind="mlm")
-    m = mask_tokens(ids, noise.select, noise.keep, 0.15, 0.8, 0.1, noise.random, V)
+    noise = draw_noise(example_keys(1, range(B)), T, 10, "cpu")
+    m = mask_tokens(ids, noise.select, noise.keep, 0.15, 0.8, 0.1, noise.sample, V)
     shown = m.input_ids.gather(1, m.positions)[m.weights]
     original = m.originals[m.weights]
     n = len(shown)
@@ -44,9 +44,9 @@ def test_mlm_loss_counts_only_the_chosen_positions():
     model = MaskedLM(model_cfg, ObjectiveConfig(kind="mlm")).eval()
     ids = torch.randint(5, 120, (3, 32))
     types, mask = torch.zeros_like(ids), torch.ones_like(ids, dtype=torch.bool)
-    noise = draw_noise(example_keys(7, range(3)), 32, 5, 120, "cpu", kind="mlm")
+    noise = draw_noise(example_keys(7, range(3)), 32, 5, "cpu")
     out = model(ids, types, mask, noise)
-    m = mask_tokens(ids, noise.select, noise.keep, 0.15, 0.8, 0.1, noise.random, 120)
+    m = mask_tokens(ids, noise.select, noise.keep, 0.15, 0.8, 0.1, noise.sample, 120)
     logits = model.generator(m.input_ids, types, mask)  # every position
     chosen = torch.zeros_like(ids, dtype=torch.bool).scatter(1, m.positions, m.weights)
     by_hand = F.cross_entropy(logits[chosen], ids[chosen])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -33,7 +34,7 @@ def test_masking_invariants(seed, B, T, mask_prob, N):
     N = min(N, T)
     rng = torch.Generator().manual_seed(seed)
     ids = random_batch(rng, B, T)
-    noise = draw_noise(example_keys(seed, range(B)), T, N, 1, "cpu")
+    noise = draw_noise(example_keys(seed, range(B)), T, N, "cpu")
     m = mask_tokens(ids, noise.select, noise.keep, mask_prob)
     candidates = ~torch.isin(ids, torch.tensor(SPECIAL_IDS))
     for b in range(B):
@@ -53,7 +54,7 @@ def test_masking_invariants(seed, B, T, mask_prob, N):
 
 def test_mask_token_share_is_85_percent_over_a_large_sample():
     ids = random_batch(torch.Generator().manual_seed(0), 512, 128)
-    noise = draw_noise(example_keys(1, range(512)), 128, 19, 1, "cpu")
+    noise = draw_noise(example_keys(1, range(512)), 128, 19, "cpu")
     m = mask_tokens(ids, noise.select, noise.keep, 0.15, 0.85)
     share = (m.is_mask_token & m.weights).sum() / m.weights.sum()
     assert abs(float(share) - 0.85) < 0.01, float(share)
@@ -61,7 +62,7 @@ def test_mask_token_share_is_85_percent_over_a_large_sample():
 
 def test_chosen_positions_are_uniform_over_candidates():
     ids = torch.randint(10, VOCAB, (4000, 20))
-    noise = draw_noise(example_keys(7, range(4000)), 20, 3, 1, "cpu")
+    noise = draw_noise(example_keys(7, range(4000)), 20, 3, "cpu")
     m = mask_tokens(ids, noise.select, noise.keep, 0.15)
     hits = torch.bincount(m.positions[m.weights], minlength=20).float()
     assert (hits / hits.mean() - 1).abs().max() < 0.1, hits
@@ -69,18 +70,34 @@ def test_chosen_positions_are_uniform_over_candidates():
 
 def test_noise_depends_only_on_the_example_key():
     keys = example_keys(3, range(10, 16))
-    whole = draw_noise(keys, 16, 4, 50, "cpu")
-    halves = [draw_noise(keys[:2], 16, 4, 50, "cpu"), draw_noise(keys[2:], 16, 4, 50, "cpu")]
-    for name in ("select", "keep", "gumbel"):
+    whole = draw_noise(keys, 16, 4, "cpu")
+    halves = [draw_noise(keys[:2], 16, 4, "cpu"), draw_noise(keys[2:], 16, 4, "cpu")]
+    for name in ("select", "keep", "sample"):
         assert torch.equal(getattr(whole, name), torch.cat([getattr(h, name) for h in halves]))
     assert not torch.equal(whole.select[0], whole.select[1])
 
 
-def test_gumbel_sampling_follows_the_softmax():
-    logits = torch.log(torch.tensor([[[0.6, 0.3, 0.1]]])).expand(1, 20000, 3)
-    noise = draw_noise([5], 1, 20000, 3, "cpu").gumbel
-    counts = torch.bincount(sample_replacements(logits, noise).flatten(), minlength=3) / 20000
-    assert torch.allclose(counts, torch.tensor([0.6, 0.3, 0.1]), atol=0.015), counts
+def test_sampling_follows_the_softmax():
+    probs = torch.tensor([0.6, 0.0, 0.3, 0.1])
+    logits = torch.log(probs).expand(1, 20000, 4)
+    uniform = draw_noise([5], 1, 20000, "cpu").sample
+    counts = torch.bincount(sample_replacements(logits, uniform).flatten(), minlength=4) / 20000
+    assert torch.allclose(counts, probs, atol=0.015), counts
+    assert counts[1] == 0, "a token of probability 0 is never drawn"
+    hot = sample_replacements(logits * 50, uniform)  # temperature 1/50: nearly the argmax
+    assert (hot == 0).float().mean() > 0.99
+
+
+def test_keyed_uniforms_are_uniform_and_independent():
+    u = draw_noise(example_keys(11, range(2000)), 64, 1, "cpu").select  # (2000, 64)
+    assert 0 < float(u.min()) and float(u.max()) < 1
+    hist = torch.histc(u, bins=20, min=0, max=1) / u.numel()
+    assert (hist - 0.05).abs().max() < 0.003, hist
+    flat = u.flatten()
+    lag1 = torch.corrcoef(torch.stack([flat[:-1], flat[1:]]))[0, 1]  # neighbours within an example
+    across = torch.corrcoef(torch.stack([u[:-1].flatten(), u[1:].flatten()]))[0, 1]  # next example
+    assert abs(float(lag1)) < 0.01 and abs(float(across)) < 0.01
+    assert torch.equal(draw_noise([123], 8, 1, "cpu").select, draw_noise([123], 8, 1, "cpu").select)
 
 
 def small_model(**objective):
@@ -93,7 +110,7 @@ def small_model(**objective):
 def batch_and_noise(B=4, T=24, seed=0):
     ids = random_batch(torch.Generator().manual_seed(seed), B, T)
     types = torch.zeros_like(ids)
-    noise = draw_noise(example_keys(seed, range(B)), T, 6, VOCAB, "cpu")
+    noise = draw_noise(example_keys(seed, range(B)), T, 6, "cpu")
     return ids, types, ids != PAD_ID, noise
 
 
@@ -172,3 +189,34 @@ def test_base_rate_bias_starts_the_discriminator_at_the_replaced_share():
     p = torch.sigmoid(model.discriminator.head.prediction.bias.detach())
     assert abs(float(p) - 0.15) < 1e-6
 
+
+
+def test_cpu_dropout_drops_the_intended_share_and_scales_the_rest():
+    from electra.model import dropout
+
+    x = torch.ones(400, 500, requires_grad=True)
+    y = dropout(x, 0.1, training=True)
+    dropped = y == 0
+    assert abs(float(dropped.float().mean()) - 0.1) < 0.003
+    assert torch.allclose(y[~dropped], torch.tensor(1 / 0.9))
+    y.sum().backward()  # the gradient flows through the kept elements, scaled alike
+    assert torch.equal(x.grad, y.detach())
+    assert dropout(x, 0.1, training=False) is x
+
+
+@pytest.mark.parametrize("bias", ["none", "alibi"])
+def test_cpu_attention_with_dropout_equals_sdpa_when_nothing_is_dropped(bias):
+    from electra.model import Encoder
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=37,
+                      embedding_size=32, max_position_embeddings=64, dropout=0.0, attention_dropout=0.0,
+                      attention_bias=bias)
+    encoder = Encoder(cfg).train()
+    ids = random_batch(torch.Generator().manual_seed(1), 3, 20)
+    mask = ids != PAD_ID
+    reference = encoder(ids, None, mask)  # SDPA
+    for layer in encoder.layers:  # a drop probability that rounds to no dropped element
+        layer.attention.attention_dropout = 1e-9
+    explicit = encoder(ids, None, mask)  # q k^T, softmax, dropout, v on the CPU
+    assert torch.allclose(explicit, reference, atol=1e-5)

@@ -59,12 +59,14 @@ def matmul_peak(device, dtype: torch.dtype, size: int | None = None, repeats: in
     return 2 * size ** 3 / seconds
 
 
-def bench_ours(cfg: Config, device, precision: str, compile: bool, steps: int, warmup: int) -> float:
+def bench_ours(cfg: Config, device, precision: str, compile: bool | str, steps: int, warmup: int) -> float:
     """Seconds per optimizer step of our model on a synthetic batch."""
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.objective).to(device).train()
     optimizer = build_optimizer(model, cfg.train)
-    forward = torch.compile(model) if compile else model
+    # compile: True / "default", or a torch.compile mode ("reduce-overhead" adds CUDA graphs)
+    mode = compile if isinstance(compile, str) and compile != "default" else None
+    forward = torch.compile(model, mode=mode) if compile else model
     autocast, _ = autocast_for(precision, device)
     B, T, V = cfg.train.batch_size, cfg.data.seq_len, cfg.model.vocab_size
     ids, types, mask = synthetic_batch(B, T, V, device)
@@ -73,7 +75,7 @@ def bench_ours(cfg: Config, device, precision: str, compile: bool, steps: int, w
 
     def step():  # fresh noise per step, drawn as the training loop draws it
         k, done[0] = done[0], done[0] + 1
-        noise = draw_noise(example_keys(0, range(k * B, (k + 1) * B)), T, N, V, device, cfg.objective.kind)
+        noise = draw_noise(example_keys(0, range(k * B, (k + 1) * B)), T, N, device)
         with autocast():
             out = forward(ids, types, mask, noise)
         out.loss.backward()
@@ -108,16 +110,17 @@ def bench_hf(cfg: Config, device, precision: str, steps: int, warmup: int) -> fl
     ids, types, mask = synthetic_batch(B, T, V, device)
     N = cfg.objective.predictions_per_sequence(T)
 
-    def step():
-        noise = draw_noise(example_keys(0, range(B)), T, N, V, device)
-        masked = mask_tokens(ids, noise.select, noise.keep, cfg.objective.mask_prob)
+    def step():  # noise drawn in batch, as such a training script does (Gumbel over the vocabulary)
+        select, keep = torch.rand(B, T, device=device), torch.rand(B, N, device=device)
+        gumbel = torch.rand(B, N, V, device=device)
+        masked = mask_tokens(ids, select, keep, cfg.objective.mask_prob)
         labels = torch.full_like(ids, -100).scatter(1, masked.positions, torch.where(masked.weights, masked.originals, -100))
         with autocast():
             logits = gen(input_ids=masked.input_ids, token_type_ids=types, attention_mask=mask).logits  # (B, T, V)
             gen_loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
             with torch.no_grad():
                 at = logits.gather(1, masked.positions[..., None].expand(-1, -1, V)).float()
-                sampled = (at - torch.log(-torch.log(noise.gumbel.clamp(1e-9, 1 - 1e-9)))).argmax(-1)
+                sampled = (at - torch.log(-torch.log(gumbel.clamp(1e-9, 1 - 1e-9)))).argmax(-1)
             disc_ids = masked.input_ids.scatter(1, masked.positions, torch.where(masked.weights, sampled, masked.originals))
             is_replaced = (disc_ids != ids).float()
             disc_logits = disc(input_ids=disc_ids, token_type_ids=types, attention_mask=mask).logits
@@ -130,7 +133,7 @@ def bench_hf(cfg: Config, device, precision: str, steps: int, warmup: int) -> fl
     return _time_steps(step, steps, warmup, device)
 
 
-def run_bench(cfg: Config, device: str = "auto", precision: str = "fp32", compile: bool = False,
+def run_bench(cfg: Config, device: str = "auto", precision: str = "fp32", compile: bool | str = False,
               steps: int = 10, warmup: int = 3, reference: str | None = None) -> dict:
     dev = resolve_device(device)
     if dev.type == "cuda":

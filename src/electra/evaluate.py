@@ -38,14 +38,13 @@ def _batches(indices, batch_size):
 @torch.no_grad()
 def evaluate_rtd(model, data: PretrainingData, indices, cfg, device, batch_size: int = 64) -> dict:
     model.eval()
-    seq_len, vocab = data.seq_len, cfg.model.vocab_size
+    seq_len = data.seq_len
     num_predictions = cfg.objective.predictions_per_sequence(seq_len)
     sums: dict[str, float] = {}
     probs, labels = [], []
     for chunk in _batches(indices, batch_size):
         batch = {k: v.to(device) for k, v in data.batch(chunk).items()}
-        noise = draw_noise(example_keys(EVAL_SEED, chunk), seq_len, num_predictions, vocab, device,
-                           cfg.objective.kind)
+        noise = draw_noise(example_keys(EVAL_SEED, chunk), seq_len, num_predictions, device)
         out = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], noise)
         for k, v in out.stats.items():
             sums[k] = sums.get(k, 0.0) + float(v)
@@ -75,7 +74,7 @@ def evaluate_unigram(model, data: PretrainingData, indices, unigram_counts: np.n
         batch = data.batch(chunk)
         ids = batch["input_ids"]
         keys = example_keys(EVAL_SEED + 1, chunk)
-        noise = draw_noise(keys, seq_len, num_predictions, 1, "cpu")
+        noise = draw_noise(keys, seq_len, num_predictions, "cpu")
         m = mask_tokens(ids, noise.select, noise.keep, UNIGRAM_REPLACE_PROB, mask_token_prob=0.0)
         draws = torch.stack([torch.multinomial(unigram, num_predictions, replacement=True,
                                                generator=torch.Generator().manual_seed(k))

@@ -5,7 +5,8 @@ Follows google-research/electra (`run_pretraining.py`, `pretrain_helpers.py`) an
   shapes); 85% of them become [MASK], 15% keep the original token (no random tokens);
 - the generator (same depth, `generator_size` of the width, sharing the embeddings) predicts the
   vocabulary only at the chosen positions;
-- replacements are sampled from its softmax with the Gumbel-max trick in fp32, without gradient;
+- replacements are sampled from its softmax in fp32, without gradient (inverse CDF: the same
+  distribution as the official Gumbel-max trick from one uniform per prediction);
 - a token is "replaced" only where the sample differs from the original;
 - loss = gen_weight * MLM loss + disc_weight * BCE over all non-pad tokens.
 
@@ -33,13 +34,12 @@ SPECIAL_IDS = (PAD_ID, CLS_ID, SEP_ID, MASK_ID)
 
 @dataclass
 class Noise:
-    """Uniform(0,1) draws for one batch: which tokens to choose, [MASK] or keep, Gumbel noise
-    (ELECTRA's sampling) or random replacement tokens (masked LM)."""
+    """Uniform(0,1) draws for one batch: which tokens to choose, [MASK] or keep, and one draw per
+    prediction that picks the generator's sample (ELECTRA) or the random token (masked LM)."""
 
     select: torch.Tensor  # (B, T)
     keep: torch.Tensor  # (B, N)
-    gumbel: torch.Tensor | None = None  # (B, N, V)
-    random: torch.Tensor | None = None  # (B, N)
+    sample: torch.Tensor  # (B, N)
 
 
 def example_keys(seed: int, positions, purpose: int = 0) -> list[int]:
@@ -55,19 +55,39 @@ def example_keys(seed: int, positions, purpose: int = 0) -> list[int]:
     return out
 
 
-def draw_noise(keys: list[int], seq_len: int, num_predictions: int, vocab_size: int,
-               device, kind: str = "electra") -> Noise:
-    """Per-example generators, so an example's noise depends only on its key."""
-    select, keep, extra = [], [], []
-    for key in keys:
-        g = torch.Generator(device=device).manual_seed(key)
-        select.append(torch.rand(seq_len, generator=g, device=device))
-        keep.append(torch.rand(num_predictions, generator=g, device=device))
-        shape = (num_predictions, vocab_size) if kind == "electra" else (num_predictions,)
-        extra.append(torch.rand(shape, generator=g, device=device))
-    if kind == "electra":
-        return Noise(torch.stack(select), torch.stack(keep), gumbel=torch.stack(extra))
-    return Noise(torch.stack(select), torch.stack(keep), random=torch.stack(extra))
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2^32 for 0 <= x < 2^32 in int64, in 16-bit halves so that nothing overflows."""
+    return (((((x >> 16) * c) & 0xFFFF) << 16) + (x & 0xFFFF) * c) & _M32
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 (C. Wellons): a bijection on 32-bit integers with full avalanche."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def keyed_uniform(keys: torch.Tensor, stream: int, n: int) -> torch.Tensor:
+    """(B, n) float32 uniforms in (0, 1), a counter-based hash of (key, stream, index): the same on
+    every device and for any batching, and one vectorised computation for the whole batch (a
+    torch.Generator per example cost more than the model on a GPU)."""
+    lo = _mix32((keys & _M32) ^ (0x9E3779B9 * (stream + 1) & _M32))[:, None]
+    hi = _mix32((keys >> 32) ^ (0x85EBCA6B * (stream + 1) & _M32))[:, None]
+    index = torch.arange(n, device=keys.device)[None, :]
+    h = _mix32(_mix32(_mix32(index ^ lo) ^ hi) ^ lo)
+    return ((h >> 8).float() + 0.5) * 2.0 ** -24  # 24 bits: exact in float32, never 0 or 1
+
+
+def draw_noise(keys: list[int], seq_len: int, num_predictions: int, device) -> Noise:
+    """The noise of examples with these keys: it depends only on each example's key."""
+    k = torch.tensor(keys, dtype=torch.int64, device=device)
+    return Noise(keyed_uniform(k, 0, seq_len), keyed_uniform(k, 1, num_predictions),
+                 keyed_uniform(k, 2, num_predictions))
 
 
 class ElectraOutput(NamedTuple):
@@ -124,11 +144,18 @@ def mask_tokens(input_ids, select_noise, keep_noise, mask_prob: float,
     return Masked(masked_ids, positions, weights, originals, is_mask_token)
 
 
-def sample_replacements(logits, gumbel_noise, temperature: float = 1.0):
-    """Gumbel-max sampling from softmax(logits / temperature), in fp32, no gradient. (B,N,V)->(B,N)"""
+def sample_replacements(logits, uniform, temperature: float = 1.0, log_probs=None):
+    """Sample from softmax(logits / temperature) by inverting its CDF at `uniform` (B, N), in fp32,
+    without gradient: (B, N, V) -> (B, N). The same distribution as the official Gumbel-max
+    sampling, from one uniform per prediction instead of V. `log_probs`: log_softmax(logits)
+    when the caller has it (reused at temperature 1)."""
     with torch.no_grad():
-        u = gumbel_noise.float().clamp(1e-9, 1 - 1e-9)
-        return (logits.float() / temperature - torch.log(-torch.log(u))).argmax(-1)
+        if log_probs is not None and temperature == 1.0:
+            cdf = log_probs.detach().exp().cumsum_(-1)
+        else:
+            cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum_(-1)
+        target = uniform.float()[..., None] * cdf[..., -1:]
+        return torch.searchsorted(cdf, target).squeeze(-1).clamp(max=logits.shape[-1] - 1)
 
 
 def binary_entropy(p: torch.Tensor) -> torch.Tensor:
@@ -170,11 +197,11 @@ class Electra(nn.Module):
             num_tokens = token_mask.sum().clamp(min=1)
 
         gen_logits = self.generator(m.input_ids, token_type_ids, attention_mask, m.positions)  # (B,N,V)
-        gen_nll = F.cross_entropy(gen_logits.flatten(0, 1).float(), m.originals.flatten(),
-                                  reduction="none").view_as(m.originals)
+        gen_log_probs = F.log_softmax(gen_logits.float(), dim=-1)  # once, for the loss and the sampling
+        gen_nll = -gen_log_probs.gather(-1, m.originals[..., None]).squeeze(-1)  # (B, N)
         gen_loss = (gen_nll * m.weights).sum() / num_predictions
 
-        sampled = sample_replacements(gen_logits, noise.gumbel, obj.temperature)  # (B, N)
+        sampled = sample_replacements(gen_logits, noise.sample, obj.temperature, gen_log_probs)  # (B, N)
         sampled = torch.where(m.weights, sampled, m.originals)
         disc_ids = m.input_ids.scatter(1, m.positions, sampled)
         labels = torch.zeros_like(input_ids, dtype=torch.bool)
@@ -212,7 +239,7 @@ class MaskedLM(nn.Module):
                 num_predictions=None, num_tokens=None):
         obj = self.objective
         m = mask_tokens(input_ids, noise.select, noise.keep, obj.mask_prob, 1 - 2 * obj.random_token_prob,
-                        obj.random_token_prob, noise.random, self.cfg.vocab_size)
+                        obj.random_token_prob, noise.sample, self.cfg.vocab_size)
         token_mask = input_ids != PAD_ID if attention_mask is None else attention_mask.bool()
         if num_predictions is None:
             num_predictions = m.weights.sum().clamp(min=1)

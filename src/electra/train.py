@@ -70,7 +70,7 @@ def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                             eps=cfg.adam_eps, foreach=True)
+                             eps=cfg.adam_eps, fused=True)
 
 
 def count_targets(input_ids: torch.Tensor, mask_prob: float, num_predictions: int) -> tuple[int, int]:
@@ -126,7 +126,7 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
     wrapped = wrap(model, ranks, device)
     forward = torch.compile(wrapped) if tc.compile else wrapped
 
-    seq_len, vocab = cfg.data.seq_len, cfg.model.vocab_size
+    seq_len = cfg.data.seq_len
     num_predictions = cfg.objective.predictions_per_sequence(seq_len)
     per_rank = tc.batch_size // ranks.world_size
     micro = per_rank // tc.grad_accum
@@ -173,7 +173,7 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
         step_stats = []
         for i in range(0, per_rank, micro):
             part = {k: v[i:i + micro].to(device, non_blocking=True) for k, v in batch.items()}
-            noise = draw_noise(keys[i:i + micro], seq_len, num_predictions, vocab, device, cfg.objective.kind)
+            noise = draw_noise(keys[i:i + micro], seq_len, num_predictions, device)
             with no_sync(wrapped, ranks, last_micro_step=i + micro >= per_rank), autocast():
                 out = forward(part["input_ids"], part["token_type_ids"], part["attention_mask"],
                               noise, num_predictions=n_pred, num_tokens=n_tok)
