@@ -75,7 +75,7 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
 def keyed_uniform(keys: torch.Tensor, stream: int, n: int) -> torch.Tensor:
     """(B, n) float32 uniforms in (0, 1), a counter-based hash of (key, stream, index): the same on
     every device and for any batching, and one vectorised computation for the whole batch (a
-    torch.Generator per example cost more than the model on a GPU)."""
+    torch.Generator per example took 56 ms of a 1.8 s `small` CPU step, and B small launches on a GPU)."""
     lo = _mix32((keys & _M32) ^ (0x9E3779B9 * (stream + 1) & _M32))[:, None]
     hi = _mix32((keys >> 32) ^ (0x85EBCA6B * (stream + 1) & _M32))[:, None]
     index = torch.arange(n, device=keys.device)[None, :]
