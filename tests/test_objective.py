@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -204,8 +205,8 @@ def test_cpu_dropout_drops_the_intended_share_and_scales_the_rest():
     assert dropout(x, 0.1, training=False) is x
 
 
-@pytest.mark.parametrize("bias", ["none", "alibi"])
-def test_cpu_attention_with_dropout_equals_sdpa_when_nothing_is_dropped(bias):
+@pytest.mark.parametrize("bias,key_mask", [("none", True), ("alibi", True), ("none", False)])
+def test_cpu_attention_with_dropout_equals_sdpa_when_nothing_is_dropped(bias, key_mask):
     from electra.model import Encoder
 
     torch.manual_seed(0)
@@ -214,9 +215,43 @@ def test_cpu_attention_with_dropout_equals_sdpa_when_nothing_is_dropped(bias):
                       attention_bias=bias)
     encoder = Encoder(cfg).train()
     ids = random_batch(torch.Generator().manual_seed(1), 3, 20)
-    mask = ids != PAD_ID
-    reference = encoder(ids, None, mask)  # SDPA
+    mask = ids != PAD_ID if key_mask else None
+    weights = torch.randn(3, 20, 32)
+
+    def output_and_grads():
+        out = encoder(ids, None, mask)
+        encoder.zero_grad()
+        (out * weights).sum().backward()
+        return out.detach(), [p.grad.clone() for p in encoder.parameters()]
+
+    reference, reference_grads = output_and_grads()  # SDPA
     for layer in encoder.layers:  # a drop probability that rounds to no dropped element
         layer.attention.attention_dropout = 1e-9
-    explicit = encoder(ids, None, mask)  # q k^T, softmax, dropout, v on the CPU
+    explicit, explicit_grads = output_and_grads()  # q k^T, softmax, dropout, v on the CPU
     assert torch.allclose(explicit, reference, atol=1e-5)
+    for got, want in zip(explicit_grads, reference_grads):  # the q/k/v split's backward too
+        assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_fused_generator_loss_matches_log_softmax_and_its_gradient():
+    from electra.objective import log_softmax_nll
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 50, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 50, (3, 4))
+    nll, log_probs = log_softmax_nll(logits, targets)
+    torch.testing.assert_close(nll, F.cross_entropy(logits.flatten(0, 1), targets.flatten(),
+                                                    reduction="none").view(3, 4))
+    torch.testing.assert_close(log_probs, F.log_softmax(logits, -1))
+    assert not log_probs.requires_grad
+    assert torch.autograd.gradcheck(lambda x: log_softmax_nll(x, targets)[0], (logits,))
+
+
+def test_top1_hits_agrees_with_argmax():
+    from electra.objective import top1_hits
+
+    logits = torch.randn(5, 7, 300, generator=torch.Generator().manual_seed(0))
+    targets = torch.randint(0, 300, (5, 7), generator=torch.Generator().manual_seed(1))
+    targets[0] = logits[0].argmax(-1)  # some hits
+    assert torch.equal(top1_hits(logits, targets), logits.argmax(-1) == targets)
+    assert top1_hits(logits, targets)[0].all()

@@ -93,3 +93,39 @@ def test_tiny_model_overfits_a_tiny_corpus(tmp_path, tokenizer_dir):
     # breaks ties differently run to run): loss/entropy 0.45-0.83, AUC 0.73-0.91.
     assert fit["disc_loss"] < 0.9 * fit["disc_label_entropy"], fit
     assert fit["disc_auc"] > 0.65, fit
+
+
+MAPPED_BYTES_AROUND_A_64MB_TENSOR = """
+import ctypes, torch
+from electra.train import keep_freed_memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                     "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+
+def mapped_while_alive():
+    x = torch.empty(16 * 2 ** 20)  # 64 MB, twice glibc's largest mmap threshold
+    return libc.mallinfo2().hblkhd
+
+before = mapped_while_alive()
+took = keep_freed_memory()
+print(before, mapped_while_alive(), took)
+"""
+
+
+def test_keep_freed_memory_serves_large_tensors_from_the_heap():
+    import platform
+    import subprocess
+    import sys
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's malloc only")
+    # A subprocess: the setting is process-wide and would stay with the test session.
+    out = subprocess.run([sys.executable, "-c", MAPPED_BYTES_AROUND_A_64MB_TENSOR], capture_output=True,
+                         text=True, check=True).stdout.split()
+    before, after, took = int(out[0]), int(out[1]), out[2]
+    assert before >= 64 * 2 ** 20, "without the setting a 64 MB tensor is mmap'd (and page-faulted afresh)"
+    assert took == "True" and after < 64 * 2 ** 20, "with it, the tensor comes from the heap"

@@ -6,6 +6,8 @@ The HF reference is what a user would wire up with `transformers` (as richarddwa
 does): `ElectraForMaskedLM` + `ElectraForPreTraining` of the same sizes sharing their embeddings, the
 generator's vocabulary head over the whole sequence (as `ElectraForMaskedLM` computes it), Gumbel
 sampling at the masked positions, the same AdamW. It needs `transformers`, a test dependency only.
+Ours, the reference and the matrix multiply are timed in turns, one call of each per round, so that
+a machine whose speed drifts during the run affects all three alike.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from electra.config import Config, generator_config
 from electra.flops import training_flops_per_token
 from electra.objective import build_model, draw_noise, example_keys, mask_tokens
 from electra.tokenizer import CLS_ID, SEP_ID
-from electra.train import autocast_for, build_optimizer, resolve_device
+from electra.train import autocast_for, build_optimizer, keep_freed_memory, resolve_device
 
 
 def synthetic_batch(batch: int, seq_len: int, vocab_size: int, device, seed: int = 0):
@@ -39,28 +41,42 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _time_steps(step, steps: int, warmup: int, device) -> float:
+def _time_interleaved(steps: dict, n: int, device) -> dict:
+    """Seconds per call of each function, timed in turns (one call of each per round, n rounds), so
+    that the machine's speed drifting during the run (a shared virtual machine's does, by 25% from
+    minute to minute) weighs on every figure alike, and their ratios stay fair."""
+    total = dict.fromkeys(steps, 0.0)
+    for _ in range(n):
+        for name, step in steps.items():
+            _sync(device)
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            total[name] += time.perf_counter() - start
+    return {name: t / n for name, t in total.items()}
+
+
+def _warm(step, warmup: int, device):
     for _ in range(warmup):
         step()
     _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return (time.perf_counter() - start) / steps
 
 
-def matmul_peak(device, dtype: torch.dtype, size: int | None = None, repeats: int = 10) -> float:
-    """FLOP/s of a large square matrix multiply in this process: the denominator of MFU."""
+def matmul_step(device, dtype: torch.dtype, size: int | None = None, repeats: int = 3):
+    """(a function of `repeats` large square matrix multiplies, its FLOPs): the denominator of MFU."""
     size = size or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
-    seconds = _time_steps(lambda: a @ b, repeats, 2, device)
-    return 2 * size ** 3 / seconds
+
+    def step():
+        for _ in range(repeats):
+            a @ b
+
+    return step, 2 * size ** 3 * repeats
 
 
-def bench_ours(cfg: Config, device, precision: str, compile: bool | str, steps: int, warmup: int) -> float:
-    """Seconds per optimizer step of our model on a synthetic batch."""
+def ours_step(cfg: Config, device, precision: str, compile: bool | str):
+    """One optimizer step of our model on a synthetic batch, fresh noise each call."""
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.objective).to(device).train()
     optimizer = build_optimizer(model, cfg.train)
@@ -83,11 +99,11 @@ def bench_ours(cfg: Config, device, precision: str, compile: bool | str, steps: 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return _time_steps(step, steps, warmup, device)
+    return step
 
 
-def bench_hf(cfg: Config, device, precision: str, steps: int, warmup: int) -> float:
-    """Seconds per step of the `transformers` ELECTRA pair, same sizes and batch."""
+def hf_step(cfg: Config, device, precision: str):
+    """One optimizer step of the `transformers` ELECTRA pair, same sizes and batch."""
     import transformers
 
     m, g = cfg.model, generator_config(cfg.model, cfg.objective)
@@ -130,31 +146,39 @@ def bench_hf(cfg: Config, device, precision: str, steps: int, warmup: int) -> fl
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return _time_steps(step, steps, warmup, device)
+    return step
 
 
 def run_bench(cfg: Config, device: str = "auto", precision: str = "fp32", compile: bool | str = False,
               steps: int = 10, warmup: int = 3, reference: str | None = None) -> dict:
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()  # as the training loop
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     tokens = cfg.train.batch_size * cfg.data.seq_len
-    seconds = bench_ours(cfg, dev, precision, compile, steps, warmup)
-    peak_memory = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
+    timed = {"ours": ours_step(cfg, dev, precision, compile)}
+    _warm(timed["ours"], warmup, dev)
+    peak_memory = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"  # ours alone
                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    flops_per_token = training_flops_per_token(cfg)
     matmul_dtype = torch.bfloat16 if precision in ("bf16", "auto") and dev.type == "cuda" else torch.float32
-    peak = matmul_peak(dev, matmul_dtype)
+    timed["matmul"], matmul_flops = matmul_step(dev, matmul_dtype)
+    _warm(timed["matmul"], 1, dev)
+    if reference == "hf":
+        timed["hf"] = hf_step(replace(cfg, objective=replace(cfg.objective, kind="electra")), dev, precision)
+        _warm(timed["hf"], warmup, dev)
+    seconds = _time_interleaved(timed, steps, dev)
+    flops_per_token = training_flops_per_token(cfg)
+    peak = matmul_flops / seconds["matmul"]
     result = {
         "device": str(dev), "precision": precision, "compile": compile, "threads": torch.get_num_threads(),
         "batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len, "vocab_size": cfg.model.vocab_size,
-        "ms_per_step": 1000 * seconds, "tokens_per_s": tokens / seconds, "peak_memory_bytes": int(peak_memory),
-        "flops_per_token": flops_per_token, "achieved_flops": flops_per_token * tokens / seconds,
-        "matmul_peak_flops": peak, "mfu": flops_per_token * tokens / seconds / peak,
+        "ms_per_step": 1000 * seconds["ours"], "tokens_per_s": tokens / seconds["ours"],
+        "peak_memory_bytes": int(peak_memory), "flops_per_token": flops_per_token,
+        "achieved_flops": flops_per_token * tokens / seconds["ours"],
+        "matmul_peak_flops": peak, "mfu": flops_per_token * tokens / seconds["ours"] / peak,
     }
     if reference == "hf":
-        hf_seconds = bench_hf(replace(cfg, objective=replace(cfg.objective, kind="electra")), dev, precision,
-                              steps, warmup)
-        result["reference_tokens_per_s"] = tokens / hf_seconds
-        result["speedup_vs_reference"] = hf_seconds / seconds
+        result["reference_tokens_per_s"] = tokens / seconds["hf"]
+        result["speedup_vs_reference"] = seconds["hf"] / seconds["ours"]
     return result

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,32 +26,23 @@ from electra.tokenizer import PAD_ID
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """F.dropout, with a faster mask on the CPU: 16 random bits per element from one 64-bit draw
-    per four elements (drop probability round(p * 2^16) / 2^16). torch's CPU bernoulli_ draws one
-    number per element and took a third of a `small` training step (docs/LOG.md)."""
+    """F.dropout, with a faster mask on the CPU: 16 random bits per element (drop probability
+    round(p * 2^16) / 2^16) from numpy's SFC64, seeded by one draw from torch's generator so that
+    seeding and checkpointed RNG state govern it as before. torch's CPU bernoulli_ draws one number
+    per element and took a third of a `small` training step; its random_ gives bits at a quarter of
+    SFC64's speed (docs/LOG.md)."""
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, True)
     n = x.numel()
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None)  # all 64 bits uniform
-    keep = bits.view(torch.int16)[:n].view(x.shape) >= round(p * 65536) - 32768
-    return _KeepScale.apply(x, keep, 1.0 / (1.0 - p))
-
-
-class _KeepScale(torch.autograd.Function):
-    """x * keep * scale, saving the bool mask (not a float copy) for the backward pass."""
-
-    @staticmethod
-    def forward(ctx, x, keep, scale):
-        ctx.save_for_backward(keep)
-        ctx.scale = scale
-        return x.mul(keep).mul_(scale)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (keep,) = ctx.saved_tensors
-        return grad.mul(keep).mul_(ctx.scale), None, None
+    seed = int(torch.randint(2 ** 62, ()))
+    bits = torch.from_numpy(np.random.SFC64(seed).random_raw((n + 3) // 4).view(np.int16)[:n])
+    # The comparison written straight into a float mask (1 keep, 0 drop), scaled once: multiplying by
+    # a bool mask converts it to float on every use, forward and backward, at 3x the cost.
+    scale = torch.empty(x.shape, dtype=x.dtype)
+    torch.ge(bits.view(x.shape), round(p * 65536) - 32768, out=scale)
+    return x * scale.mul_(1.0 / (1.0 - p))  # autograd keeps only `scale` for the backward
 
 
 class Dropout(nn.Module):
@@ -99,23 +91,56 @@ class SelfAttention(nn.Module):
         # q, k and v in one matrix multiply (one larger GEMM runs faster than three)
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        q, k, v = F.linear(x, weight, bias).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)  # (B, H, T, D/H)
+        qkv = F.linear(x, weight, bias)  # (B, T, 3D)
         p = self.attention_dropout if self.training else 0.0
         if p > 0 and x.device.type == "cpu":  # SDPA's CPU dropout is bernoulli_, slow (see `dropout`)
-            scale = q.shape[-1] ** -0.5
-            if mask is None:
-                scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale)  # (B, H, T, T)
-            else:  # the bias added inside the batched GEMM
-                if mask.dtype == torch.bool:  # (B, 1, 1, T) -> 0 / -inf
-                    mask = torch.zeros(mask.shape, dtype=q.dtype).masked_fill_(~mask, float("-inf"))
-                rows = mask.shape[2]  # 1 for a key mask, T for a position bias
-                bias = mask.expand(B, H, rows, T).reshape(B * H, rows, T)
-                scores = torch.baddbmm(bias, q.reshape(B * H, T, -1),
-                                       k.reshape(B * H, T, -1).transpose(1, 2), alpha=scale).view(B, H, T, T)
-            y = dropout(scores.softmax(-1), p, True) @ v
+            y = self._written_out(qkv, mask, p)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        return self.output(y.transpose(1, 2).reshape(B, T, D))
+            q, k, v = qkv.view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)  # (B, H, T, D/H)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p).transpose(1, 2)
+        return self.output(y.reshape(B, T, D))
+
+    def _written_out(self, qkv, mask, p):
+        """Attention as batched GEMMs over (B*H, T, D/H), with our dropout; returns (B, T, H, D/H)."""
+        B, T, D3 = qkv.shape
+        H = self.num_heads
+        q, k, v = _SplitHeads.apply(qkv, H)  # (B*H, T, D/H) each
+        scale = q.shape[-1] ** -0.5
+        if mask is None:
+            scores = torch.bmm(q, k.transpose(1, 2)).mul_(scale)  # (B*H, T, T)
+        else:  # the bias added inside the batched GEMM
+            if mask.dtype == torch.bool:  # (B, 1, 1, T) -> 0 / -inf
+                mask = torch.zeros(mask.shape, dtype=q.dtype).masked_fill_(~mask, float("-inf"))
+            rows = mask.shape[2]  # 1 for a key mask, T for a position bias
+            bias = mask.expand(B, H, rows, T).reshape(B * H, rows, T)
+            scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale)
+        y = torch.bmm(dropout(scores.softmax(-1), p, True), v)  # (B*H, T, D/H)
+        return y.view(B, H, T, -1).transpose(1, 2)
+
+
+class _SplitHeads(torch.autograd.Function):
+    """(B, T, 3D) q|k|v -> three contiguous (B*H, T, D/H), the layout batched GEMMs read. The
+    backward writes the three gradients straight into one (B, T, 3D) tensor, where autograd's
+    unbind + permute + reshape would copy them twice."""
+
+    @staticmethod
+    def forward(ctx, qkv, num_heads):
+        B, T, D3 = qkv.shape
+        d = D3 // (3 * num_heads)
+        ctx.shape = (B, T, num_heads, d)
+        parts = qkv.view(B, T, 3, num_heads, d).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D/H)
+        return tuple(part.reshape(B * num_heads, T, d) for part in parts)  # copies: contiguous
+
+    @staticmethod
+    def backward(ctx, *grads):
+        B, T, H, d = ctx.shape
+        grad = next(g for g in grads if g is not None).new_empty(B, T, 3, H, d)
+        for i, g in enumerate(grads):
+            if g is None:
+                grad[:, :, i].zero_()
+            else:
+                grad[:, :, i].copy_(g.view(B, H, T, d).transpose(1, 2))
+        return grad.view(B, T, 3 * H * d), None
 
 
 class Layer(nn.Module):

@@ -158,6 +158,42 @@ def sample_replacements(logits, uniform, temperature: float = 1.0, log_probs=Non
         return torch.searchsorted(cdf, target).squeeze(-1).clamp(max=logits.shape[-1] - 1)
 
 
+def log_softmax_nll(logits, targets):
+    """(B, N, V) logits, (B, N) targets -> the NLL (B, N) and the fp32 log-probabilities (B, N, V),
+    computed once for the loss, the sampling and the metrics."""
+    return _LogSoftmaxNLL.apply(logits, targets)
+
+
+class _LogSoftmaxNLL(torch.autograd.Function):
+    """log_softmax + gather, with the backward softmax - one-hot written in two passes over B x N x V
+    (autograd's path zero-fills a gradient, scatters into it and runs the log-softmax backward)."""
+
+    @staticmethod
+    def forward(ctx, logits, targets):
+        log_probs = F.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
+        nll = -log_probs.gather(-1, targets[..., None]).squeeze(-1)
+        ctx.save_for_backward(log_probs, targets)
+        ctx.dtype = logits.dtype
+        ctx.mark_non_differentiable(log_probs)
+        ctx.set_materialize_grads(False)  # no zero-filled B x N x V gradient for `log_probs`
+        return nll, log_probs
+
+    @staticmethod
+    def backward(ctx, grad_nll, _):
+        if grad_nll is None:
+            return None, None
+        log_probs, targets = ctx.saved_tensors
+        grad = log_probs.exp().mul_(grad_nll[..., None])
+        grad.scatter_add_(-1, targets[..., None], -grad_nll[..., None])
+        return grad.to(ctx.dtype), None
+
+
+def top1_hits(logits, targets):
+    """(..., V), (...) -> bool (...): the target has the highest score. A max and a comparison: on
+    the CPU argmax over a 30k vocabulary takes ten times as long as max."""
+    return logits.gather(-1, targets[..., None]).squeeze(-1) == logits.amax(-1)
+
+
 def binary_entropy(p: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) of Bernoulli(p): the loss of a constant predictor that knows the base rate."""
     p = p.clamp(1e-7, 1 - 1e-7)
@@ -197,8 +233,7 @@ class Electra(nn.Module):
             num_tokens = token_mask.sum().clamp(min=1)
 
         gen_logits = self.generator(m.input_ids, token_type_ids, attention_mask, m.positions)  # (B,N,V)
-        gen_log_probs = F.log_softmax(gen_logits.float(), dim=-1)  # once, for the loss and the sampling
-        gen_nll = -gen_log_probs.gather(-1, m.originals[..., None]).squeeze(-1)  # (B, N)
+        gen_nll, gen_log_probs = log_softmax_nll(gen_logits, m.originals)  # (B, N), (B, N, V)
         gen_loss = (gen_nll * m.weights).sum() / num_predictions
 
         sampled = sample_replacements(gen_logits, noise.sample, obj.temperature, gen_log_probs)  # (B, N)
@@ -244,12 +279,11 @@ class MaskedLM(nn.Module):
         if num_predictions is None:
             num_predictions = m.weights.sum().clamp(min=1)
         logits = self.generator(m.input_ids, token_type_ids, attention_mask, m.positions)  # (B, N, V)
-        nll = F.cross_entropy(logits.flatten(0, 1).float(), m.originals.flatten(),
-                              reduction="none").view_as(m.originals)
+        nll, _ = log_softmax_nll(logits, m.originals)  # (B, N)
         loss = (nll * m.weights).sum() / num_predictions
         with torch.no_grad():
             at_mask = m.weights & m.is_mask_token
-            stats = {"gen_correct_at_mask": ((logits.argmax(-1) == m.originals) & at_mask).sum(),
+            stats = {"gen_correct_at_mask": (top1_hits(logits, m.originals) & at_mask).sum(),
                      "num_mask_tokens": at_mask.sum(), "num_predictions": m.weights.sum(),
                      "num_tokens": token_mask.sum(), "gen_loss_sum": (nll * m.weights).sum()}
         return ElectraOutput(loss, stats, None, None, token_mask)
@@ -265,7 +299,7 @@ def _step_stats(gen_logits, m: Masked, labels, disc_logits, token_mask, scored) 
     real tokens, as trained; accuracy, precision and recall only `scored` (non-special) tokens,
     because [CLS] and [SEP] are never replaced and trivially recognised."""
     at_mask = m.weights & m.is_mask_token
-    correct = (gen_logits.argmax(-1) == m.originals) & at_mask
+    correct = top1_hits(gen_logits, m.originals) & at_mask
     predicted = disc_logits > 0
     return {
         "gen_correct_at_mask": correct.sum(),

@@ -54,6 +54,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def keep_freed_memory() -> bool:
+    """glibc only, process-wide: serve every allocation from the heap and never trim it, so that a
+    step's tensors reuse pages already mapped. Otherwise tensors above glibc's mmap threshold (the
+    generator's B x N x V ones always: the ceiling is 32 MB) are mapped afresh and page-faulted on
+    every step, ~15 ms each for 37 MB; freed memory stays with the process for the next step instead.
+    Returns whether the setting took (False off glibc)."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
+
+
 def autocast_for(precision: str, device: torch.device):
     """A context manager: bf16/fp16 autocast on CUDA, nothing on CPU fp32."""
     if precision == "auto":
@@ -97,6 +113,8 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
     if tc.threads:
         torch.set_num_threads(tc.threads)
     device = resolve_device(tc.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     if device.type == "cuda" and ranks.enabled:
         device = torch.device("cuda", ranks.local_rank)
     autocast, precision = autocast_for(tc.precision, device)
