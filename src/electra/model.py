@@ -102,7 +102,7 @@ class SelfAttention(nn.Module):
 
     def _written_out(self, qkv, mask, p):
         """Attention as batched GEMMs over (B*H, T, D/H), with our dropout; returns (B, T, H, D/H)."""
-        B, T, D3 = qkv.shape
+        B, T, _ = qkv.shape
         H = self.num_heads
         q, k, v = _SplitHeads.apply(qkv, H)  # (B*H, T, D/H) each
         scale = q.shape[-1] ** -0.5
@@ -132,14 +132,11 @@ class _SplitHeads(torch.autograd.Function):
         return tuple(part.reshape(B * num_heads, T, d) for part in parts)  # copies: contiguous
 
     @staticmethod
-    def backward(ctx, *grads):
+    def backward(ctx, grad_q, grad_k, grad_v):
         B, T, H, d = ctx.shape
-        grad = next(g for g in grads if g is not None).new_empty(B, T, 3, H, d)
-        for i, g in enumerate(grads):
-            if g is None:
-                grad[:, :, i].zero_()
-            else:
-                grad[:, :, i].copy_(g.view(B, H, T, d).transpose(1, 2))
+        grad = grad_q.new_empty(B, T, 3, H, d)
+        for i, g in enumerate((grad_q, grad_k, grad_v)):
+            grad[:, :, i].copy_(g.view(B, H, T, d).transpose(1, 2))
         return grad.view(B, T, 3 * H * d), None
 
 
