@@ -205,7 +205,24 @@ def test_cpu_dropout_drops_the_intended_share_and_scales_the_rest():
     assert dropout(x, 0.1, training=False) is x
 
 
-@pytest.mark.parametrize("bias,key_mask", [("none", True), ("alibi", True), ("none", False)])
+def test_dropout_fused_into_the_residual_add_equals_add_after_dropout():
+    from electra.model import dropout, dropout_add
+
+    residual = torch.randn(8, 16, 32, requires_grad=True)
+    x = torch.randn(8, 16, 32, requires_grad=True)
+    results = []
+    for fused in (True, False):
+        torch.manual_seed(3)  # the same mask for both
+        y = dropout_add(residual, x, 0.25, True) if fused else residual + dropout(x, 0.25, True)
+        grads = torch.autograd.grad((y * torch.arange(32.0)).sum(), (residual, x))
+        results.append((y.detach(), *grads))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want)
+    assert float((results[0][2] == 0).float().mean()) > 0.2  # something was dropped
+
+
+@pytest.mark.parametrize("bias,key_mask", [("none", "padded"), ("alibi", "padded"), ("none", None),
+                                           ("none", "all tokens")])
 def test_cpu_attention_with_dropout_equals_sdpa_when_nothing_is_dropped(bias, key_mask):
     from electra.model import Encoder
 
@@ -215,7 +232,10 @@ def test_cpu_attention_with_dropout_equals_sdpa_when_nothing_is_dropped(bias, ke
                       attention_bias=bias)
     encoder = Encoder(cfg).train()
     ids = random_batch(torch.Generator().manual_seed(1), 3, 20)
+    if key_mask == "all tokens":  # no padding: the CPU path skips the mask
+        ids = torch.where(ids == PAD_ID, CLS_ID + 7, ids)
     mask = ids != PAD_ID if key_mask else None
+    assert key_mask != "padded" or not mask.all()
     weights = torch.randn(3, 20, 32)
 
     def output_and_grads():

@@ -115,7 +115,8 @@ def encode(tokenizer, examples: list[Example], spec: TaskSpec, max_length: int, 
     return Encoded([e.ids for e in encodings], [e.type_ids for e in encodings], labels)
 
 
-def _batch(data: Encoded, rows, device):
+def padded_batch(data: Encoded, rows, device):
+    """(ids, token types, attention mask) of `rows`, padded to the longest of them."""
     T = max(len(data.ids[i]) for i in rows)
     ids = torch.full((len(rows), T), PAD_ID, dtype=torch.long)
     types = torch.zeros_like(ids)
@@ -132,7 +133,7 @@ def predict(model: Classifier, data: Encoded, spec: TaskSpec, device, batch_size
     order = sorted(range(len(data.ids)), key=lambda i: len(data.ids[i]))  # less padding
     for k in range(0, len(order), batch_size):
         rows = order[k:k + batch_size]
-        logits = model(*_batch(data, rows, device)).float().cpu()
+        logits = model(*padded_batch(data, rows, device)).float().cpu()
         out.append(logits[:, 0] if spec.regression else logits.argmax(-1))
     flat = torch.cat(out) if out else torch.empty(0)
     result = torch.empty_like(flat)
@@ -166,7 +167,7 @@ def train_one_seed(spec: TaskSpec, cfg: FinetuneConfig, model_cfg: ModelConfig, 
             factor = lr_at(step, 1.0, warmup, step / total)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
-            out = model(*_batch(train, rows, device))
+            out = model(*padded_batch(train, rows, device))
             target = train.labels[rows].to(device)
             loss = F.mse_loss(out[:, 0].float(), target) if spec.regression else F.cross_entropy(out.float(), target)
             loss.backward()

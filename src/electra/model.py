@@ -26,23 +26,35 @@ from electra.tokenizer import PAD_ID
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """F.dropout, with a faster mask on the CPU: 16 random bits per element (drop probability
-    round(p * 2^16) / 2^16) from numpy's SFC64, seeded by one draw from torch's generator so that
-    seeding and checkpointed RNG state govern it as before. torch's CPU bernoulli_ draws one number
-    per element and took a third of a `small` training step; its random_ gives bits at a quarter of
-    SFC64's speed (docs/LOG.md)."""
+    """F.dropout, with a faster mask on the CPU (`_keep_mask`)."""
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, True)
+    return x * _keep_mask(x, p)  # autograd keeps only the mask for the backward
+
+
+def dropout_add(residual: torch.Tensor, x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """residual + dropout(x); on the CPU the mask multiply and the add are one `addcmul` pass."""
+    if not training or p == 0.0 or x.device.type != "cpu":
+        return residual + dropout(x, p, training)
+    return torch.addcmul(residual, x, _keep_mask(x, p))
+
+
+def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    """A float mask shaped like x: 1 / (1 - p) where kept, 0 where dropped. 16 random bits per
+    element (drop probability round(p * 2^16) / 2^16) from numpy's SFC64, seeded by one draw from
+    torch's generator so that seeding and checkpointed RNG state govern it as before. torch's CPU
+    bernoulli_ draws one number per element and took a third of a `small` training step; its
+    random_ gives bits at a quarter of SFC64's speed (docs/LOG.md)."""
     n = x.numel()
     seed = int(torch.randint(2 ** 62, ()))
     bits = torch.from_numpy(np.random.SFC64(seed).random_raw((n + 3) // 4).view(np.int16)[:n])
-    # The comparison written straight into a float mask (1 keep, 0 drop), scaled once: multiplying by
-    # a bool mask converts it to float on every use, forward and backward, at 3x the cost.
+    # The comparison written straight into a float mask, scaled once: multiplying by a bool mask
+    # converts it to float on every use, forward and backward, at 3x the cost.
     scale = torch.empty(x.shape, dtype=x.dtype)
     torch.ge(bits.view(x.shape), round(p * 65536) - 32768, out=scale)
-    return x * scale.mul_(1.0 / (1.0 - p))  # autograd keeps only `scale` for the backward
+    return scale.mul_(1.0 / (1.0 - p))
 
 
 class Dropout(nn.Module):
@@ -106,8 +118,9 @@ class SelfAttention(nn.Module):
         H = self.num_heads
         q, k, v = _SplitHeads.apply(qkv, H)  # (B*H, T, D/H) each
         scale = q.shape[-1] ** -0.5
-        if mask is None:
-            scores = torch.bmm(q, k.transpose(1, 2)).mul_(scale)  # (B*H, T, T)
+        if mask is None:  # beta=0: the GEMM writes the scaled scores, no separate pass
+            scores = torch.baddbmm(q.new_empty(()).expand(q.shape[0], T, T), q, k.transpose(1, 2),
+                                   beta=0.0, alpha=scale)  # (B*H, T, T)
         else:  # the bias added inside the batched GEMM
             if mask.dtype == torch.bool:  # (B, 1, 1, T) -> 0 / -inf
                 mask = torch.zeros(mask.shape, dtype=q.dtype).masked_fill_(~mask, float("-inf"))
@@ -155,14 +168,15 @@ class Layer(nn.Module):
         self.dropout = Dropout(cfg.dropout)
 
     def feed_forward(self, x):
-        return self.dropout(self.output(F.gelu(self.intermediate(x))))
+        return self.output(F.gelu(self.intermediate(x)))
 
     def forward(self, x, mask):
+        p, training = self.dropout.p, self.training
         if self.pre_norm:
-            x = x + self.dropout(self.attention(self.attention_norm(x), mask))
-            return x + self.feed_forward(self.ffn_norm(x))
-        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
-        return self.ffn_norm(x + self.feed_forward(x))
+            x = dropout_add(x, self.attention(self.attention_norm(x), mask), p, training)
+            return dropout_add(x, self.feed_forward(self.ffn_norm(x)), p, training)
+        x = self.attention_norm(dropout_add(x, self.attention(x, mask), p, training))
+        return self.ffn_norm(dropout_add(x, self.feed_forward(x), p, training))
 
 
 def alibi_slopes(num_heads: int) -> torch.Tensor:
@@ -189,6 +203,8 @@ class Encoder(nn.Module):
 
     def attention_mask(self, attention_mask, T, dtype, device):
         """None (attend everywhere), a (B,1,1,T) bool key mask, or a (B|1,H,T,T) float bias."""
+        if attention_mask is not None and attention_mask.device.type == "cpu" and bool(attention_mask.all()):
+            attention_mask = None  # nothing to mask (packed shards): skip the mask's pass over the scores
         key_mask = None if attention_mask is None else attention_mask[:, None, None, :].bool()
         if self.cfg.attention_bias != "alibi":
             return key_mask
