@@ -102,6 +102,21 @@ def test_report_renders_runs_with_figures_and_the_results_table(tmp_path, corpus
     assert rows == [("electra", "electra", "6"), ("mlm", "mlm", "6")]
     assert main(["report", str(runs[0])]) == 0 and (runs[0] / "report" / "report.html").is_file()
 
+    # fine-tuning outputs as rows of the table, from the command line
+    finetuned = tmp_path / "ft"
+    finetuned.mkdir()
+    metrics = {"task": "sst2", "metric": "accuracy", "median": 75.0,
+               "seeds": {"1": {"accuracy": 0.7}, "2": {"accuracy": 0.75}, "3": {"accuracy": 0.8}}}
+    (finetuned / "metrics.json").write_text(json.dumps(metrics))
+    argv = ["report", *map(str, runs), "--out", str(tmp_path / "r2"), "--finetuned", f"mlm={finetuned}"]
+    assert main(argv) == 0
+    assert "<td>mlm</td><td>accuracy</td><td>75.00</td><td>70.00, 75.00, 80.00</td>" in (
+        tmp_path / "r2" / "report.html").read_text()
+    assert main(["report", str(runs[0]), "--finetuned", str(finetuned)]) == 2
+    assert "NAME=DIR" in capsys.readouterr().err
+    assert main(["report", str(runs[0]), "--finetuned", f"x={tmp_path}"]) == 2
+    assert "give the --out of `electra finetune`" in capsys.readouterr().err
+
 
 def test_compare_pretrains_both_fine_tunes_three_and_reports(tmp_path, corpus, capsys):
     from tests.conftest import SENTENCES

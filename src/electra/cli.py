@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="an HTML page with figures of runs' training curves")
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("--out", metavar="DIR", help="default: RUN/report (the first RUN)")
+    p.add_argument("--finetuned", action="append", default=[], metavar="NAME=DIR",
+                   help="a row of the downstream table from `electra finetune --out DIR` (repeatable)")
+    p.add_argument("--title", default="ELECTRA pre-training")
 
     p = sub.add_parser("export", help="write a run as Hugging Face ELECTRA directories")
     p.add_argument("--model", required=True, metavar="RUN")
@@ -398,9 +401,10 @@ def cmd_bench(args):
 
 
 def cmd_report(args):
-    from electra.report import write_report
+    from electra.report import read_finetuned, write_report
 
-    page = write_report(args.runs, args.out or Path(args.runs[0]) / "report")
+    results = dict(read_finetuned(spec) for spec in args.finetuned)
+    page = write_report(args.runs, args.out or Path(args.runs[0]) / "report", results, args.title)
     print(f"report: {page} (figures beside it)")
 
 

@@ -15,7 +15,7 @@ from electra.errors import UsageError
 from electra.finetune import PRESET_LR, FinetuneConfig, finetune
 from electra.flops import training_flops_per_token
 from electra.inference import load_run
-from electra.report import load_history, write_report
+from electra.report import downstream_result, load_history, write_report
 from electra.tasks import GLUE, load_task
 from electra.tokenizer import load_tokenizer
 from electra.train import pretrain, start_run
@@ -48,8 +48,7 @@ def compare(corpus, budget: str, task: str, task_dir, out_dir, seeds=(1, 2, 3), 
             tokenizer, model_cfg, state = load_tokenizer(runs["electra"]), cfg.model, None
         report = finetune(spec, task_data, ft_cfg, model_cfg, tokenizer, state, out / "finetune" / name,
                           list(seeds), source=name, show_progress=show_progress)
-        results[name] = {"metric": spec.metric, "median": report["median"],
-                         "seeds": [100 * r[spec.metric] for r in report["seeds"].values()],
+        results[name] = {**downstream_result(report),
                          **(_pretraining_cost(runs[name]) if name in runs else {"pretrain_flops": 0,
                                                                                   "pretrain_tokens": 0})}
     (out / "results.json").write_text(json.dumps({"task": task, "budget": budget, "preset": preset,

@@ -46,6 +46,27 @@ def load_history(run) -> dict:
     return {"name": name, "cfg": cfg, "train": train, "val": val, "flops_per_step": flops}
 
 
+def downstream_result(report: dict) -> dict:
+    """The results-table row of a fine-tuning report (`finetune`'s return, its metrics.json)."""
+    metric = report["metric"]
+    return {"metric": metric, "median": report["median"],
+            "seeds": [100 * r[metric] for r in report["seeds"].values()]}
+
+
+def read_finetuned(spec: str) -> tuple[str, dict]:
+    """NAME=DIR, DIR the --out of `electra finetune` -> (NAME, its results-table row)."""
+    name, sep, folder = spec.partition("=")
+    path = Path(folder) / "metrics.json"
+    if not sep or not name:
+        raise UsageError(f"--finetuned takes NAME=DIR (e.g. electra=runs/sst2), got {spec!r}")
+    if not path.is_file():
+        raise UsageError(f"{str(path)!r} not found; give the --out of `electra finetune`")
+    try:
+        return name, downstream_result(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{str(path)!r} is not a fine-tuning metrics.json ({e})")
+
+
 def _series(records, key):
     points = [(r["step"], r[key], r.get("elapsed"), r.get("flops")) for r in records
               if isinstance(r.get(key), (int, float)) and not math.isnan(r[key])]
