@@ -165,13 +165,13 @@ class Layer(nn.Module):
         self.intermediate = nn.Linear(D, cfg.intermediate_size)
         self.output = nn.Linear(cfg.intermediate_size, D)
         self.ffn_norm = nn.LayerNorm(D, eps=cfg.layer_norm_eps)
-        self.dropout = Dropout(cfg.dropout)
+        self.hidden_dropout = cfg.dropout  # applied by `dropout_add`, fused with the residual
 
     def feed_forward(self, x):
         return self.output(F.gelu(self.intermediate(x)))
 
     def forward(self, x, mask):
-        p, training = self.dropout.p, self.training
+        p, training = self.hidden_dropout, self.training
         if self.pre_norm:
             x = dropout_add(x, self.attention(self.attention_norm(x), mask), p, training)
             return dropout_add(x, self.feed_forward(self.ffn_norm(x)), p, training)
