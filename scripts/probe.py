@@ -25,25 +25,26 @@ from electra.tokenizer import load_tokenizer
 
 @torch.no_grad()
 def features(encoder: Encoder, data, batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """{"cls": (n, D) last layer at [CLS], "mean L": (n, D) token mean after layer L}."""
+    """{"cls": (n, D) last layer at [CLS], "mean L": (n, D) token mean after layer L}. The encoder
+    runs its own forward; hooks catch the input of the first layer and each layer's output."""
     encoder.eval()
+    states: list[torch.Tensor] = []
+    hooks = [encoder.layers[0].register_forward_pre_hook(lambda module, args: states.append(args[0]))]
+    hooks += [layer.register_forward_hook(lambda module, args, out: states.append(out)) for layer in encoder.layers]
     out: dict[str, list] = {}
-    for k in range(0, len(data.ids), batch_size):
-        ids, types, mask = padded_batch(data, range(k, min(k + batch_size, len(data.ids))), "cpu")
-        x = encoder.embeddings(ids, types)
-        if encoder.embeddings_project is not None:
-            x = encoder.embeddings_project(x)
-        attn = encoder.attention_mask(mask, ids.shape[1], x.dtype, x.device)
-        weights = (mask / mask.sum(1, keepdim=True))[..., None]
-        states = [x]
-        for layer in encoder.layers:
-            x = layer(x, attn)
-            states.append(x)
-        if encoder.final_norm is not None:
-            states[-1] = encoder.final_norm(x)
-        for i, h in enumerate(states):
-            out.setdefault(f"mean {i}", []).append((h * weights).sum(1))
-        out.setdefault("cls", []).append(states[-1][:, 0])
+    try:
+        for k in range(0, len(data.ids), batch_size):
+            ids, types, mask = padded_batch(data, range(k, min(k + batch_size, len(data.ids))), "cpu")
+            states.clear()
+            last = encoder(ids, types, mask)
+            states[-1] = last  # the last layer's output after any final norm
+            weights = (mask / mask.sum(1, keepdim=True))[..., None]
+            for i, h in enumerate(states):
+                out.setdefault(f"mean {i}", []).append((h * weights).sum(1))
+            out.setdefault("cls", []).append(states[-1][:, 0])
+    finally:
+        for hook in hooks:
+            hook.remove()
     return {name: torch.cat(parts) for name, parts in out.items()}
 
 
