@@ -312,6 +312,7 @@ def cmd_finetune(args):
     else:
         spec = GLUE[args.task]
     task = load_task(spec, args.data)
+    torch.set_flush_denormal(True)  # here too: before the first parallel op, so worker threads inherit it
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.model == "none":

@@ -191,6 +191,9 @@ def finetune(spec: TaskSpec, task: TaskData, cfg: FinetuneConfig, model_cfg: Mod
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{str(out)!r} already exists and is not empty; choose a new --out")
+    # Flush denormals, as pre-training does: a pre-trained encoder's peaked attention makes them in
+    # the backward (fine-tuning ELECTRA's `tiny-long` encoder: 67-77 -> 59-66 ms a step, docs/LOG.md)
+    torch.set_flush_denormal(True)
     device = resolve_device(device)
     train = encode(tokenizer, task.train, spec, cfg.max_length, swap=spec.swap_pairs)
     dev = encode(tokenizer, task.dev, spec, cfg.max_length)
