@@ -206,7 +206,8 @@ _OFFICIAL = dict(lr=5e-4, warmup_steps=10_000)
 PRESETS: dict[str, dict[str, Any]] = {
     # A CPU model: small vocabulary, pre-LN, local attention bias, a base-rate discriminator bias and
     # a generator 1/8 as wide (hidden 16): with 1/4 the discriminator of a 30-minute run learned no
-    # context; with 1/8 it did (docs/LOG.md has the measurements).
+    # context; with 1/8 it did. Fine-tuned, 1/4 led after 6e13 FLOPs and trailed after 2-4e14
+    # (docs/LOG.md has the measurements).
     "tiny": {
         "model.hidden_size": 128, "model.num_layers": 4, "model.num_heads": 2,
         "model.intermediate_size": 512, "model.embedding_size": 128,
