@@ -47,7 +47,8 @@ def compare(corpus, budget: str, task: str, task_dir, out_dir, seeds=(1, 2, 3), 
         else:  # the same encoder from random weights
             tokenizer, model_cfg, state = load_tokenizer(runs["electra"]), cfg.model, None
         report = finetune(spec, task_data, ft_cfg, model_cfg, tokenizer, state, out / "finetune" / name,
-                          list(seeds), source=name, show_progress=show_progress)
+                          list(seeds), source=name, device=cfg.train.device,  # where pre-training ran
+                          show_progress=show_progress)
         results[name] = {**downstream_result(report),
                          **(_pretraining_cost(runs[name]) if name in runs else {"pretrain_flops": 0,
                                                                                   "pretrain_tokens": 0})}
