@@ -14,7 +14,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from electra.bench import _warm, hf_step, ours_step
 from electra.config import apply_overrides, preset_config
-from electra.train import keep_freed_memory
+from electra.train import keep_freed_memory, set_cpu_threads
 
 GEMMS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
 
@@ -32,8 +32,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
+    set_cpu_threads(args.threads)
     keep_freed_memory()  # as `electra bench`, for both
     cfg = apply_overrides(preset_config(args.preset), {"train.batch_size": args.batch, "data.seq_len": 128})
     cpu = torch.device("cpu")

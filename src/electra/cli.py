@@ -297,12 +297,11 @@ def _detect_inputs(args) -> list[str]:
 
 
 def cmd_finetune(args):
-    import torch
-
     from electra.config import preset_config
     from electra.finetune import PRESET_LR, FinetuneConfig, finetune, summary_line
     from electra.tasks import GLUE, custom_task, detect_format, load_task
     from electra.tokenizer import load_tokenizer
+    from electra.train import set_cpu_threads
 
     seeds = _parse_seeds(args.seeds)
     if args.task == "custom":
@@ -312,9 +311,7 @@ def cmd_finetune(args):
     else:
         spec = GLUE[args.task]
     task = load_task(spec, args.data)
-    torch.set_flush_denormal(True)  # here too: before the first parallel op, so worker threads inherit it
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_cpu_threads(args.threads)  # before loading a model: its copies may start the worker threads
     if args.model == "none":
         if not args.tokenizer:
             raise UsageError("--model none needs --tokenizer DIR (a run or a tokenizer folder) for its vocabulary")
@@ -370,14 +367,11 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def cmd_bench(args):
-    import torch
-
     from electra.bench import run_bench
     from electra.config import apply_overrides, parse_set_args, preset_config
+    from electra.train import set_cpu_threads
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # as the training loop
+    set_cpu_threads(args.threads)
     if args.reference == "hf":
         import importlib.util
 

@@ -29,7 +29,7 @@ from electra.errors import UsageError
 from electra.model import Encoder, init_weights
 from electra.tasks import Example, TaskData, TaskSpec, task_metrics
 from electra.tokenizer import PAD_ID, TOKENIZER_FILE
-from electra.train import lr_at, resolve_device
+from electra.train import lr_at, resolve_device, set_cpu_threads
 
 # Official for small / base / large; `tiny` measured on SST-2 (docs/LOG.md): 1e-3 beat 3e-4.
 PRESET_LR = {"tiny": 1e-3, "small": 3e-4, "base": 1e-4, "large": 5e-5}
@@ -191,9 +191,7 @@ def finetune(spec: TaskSpec, task: TaskData, cfg: FinetuneConfig, model_cfg: Mod
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{str(out)!r} already exists and is not empty; choose a new --out")
-    # Flush denormals, as pre-training does: a pre-trained encoder's peaked attention makes them in
-    # the backward (fine-tuning ELECTRA's `tiny-long` encoder: 67-77 -> 59-66 ms a step, docs/LOG.md)
-    torch.set_flush_denormal(True)
+    set_cpu_threads()  # flush denormals, as pre-training does
     device = resolve_device(device)
     train = encode(tokenizer, task.train, spec, cfg.max_length, swap=spec.swap_pairs)
     dev = encode(tokenizer, task.dev, spec, cfg.max_length)

@@ -54,6 +54,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def set_cpu_threads(threads: int | None = None) -> None:
+    """Flush denormals to zero, then set torch's intra-op threads (if given). Call it before the
+    first parallel op, so that the worker threads inherit the setting: peaked attention in a trained
+    model makes the CPU backward produce denormals, which took pre-training steps from 290 to 520 ms
+    on `tiny` and a trained encoder's fine-tuning steps from 67-77 to 59-66 ms (docs/LOG.md)."""
+    torch.set_flush_denormal(True)
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def keep_freed_memory() -> bool:
     """glibc only, process-wide: serve every allocation from the heap and never trim it, so that a
     step's tensors reuse pages already mapped. Otherwise tensors above glibc's mmap threshold (the
@@ -106,12 +116,7 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
     if tc.batch_size % (ranks.world_size * tc.grad_accum):
         raise UsageError(f"train.batch_size ({tc.batch_size}, the global batch) must be divisible by "
                          f"processes x train.grad_accum ({ranks.world_size} x {tc.grad_accum})")
-    # Flush denormals to zero. Peaked attention in a trained model makes the CPU attention backward
-    # produce denormals, which took steps from 290 to 520 ms on `tiny` (docs/LOG.md). Set before the
-    # first parallel op so the worker threads inherit it.
-    torch.set_flush_denormal(True)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
+    set_cpu_threads(tc.threads)
     device = resolve_device(tc.device)
     if device.type == "cpu":
         keep_freed_memory()
