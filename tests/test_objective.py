@@ -89,6 +89,21 @@ def test_sampling_follows_the_softmax():
     assert (hot == 0).float().mean() > 0.99
 
 
+def test_two_level_cdf_inversion_matches_a_full_cumulative_sum():
+    from electra.objective import invert_cdf
+
+    g = torch.Generator().manual_seed(0)
+    weights = torch.rand(8, 50, 1000, generator=g) ** 4  # 1000: three whole blocks and a tail
+    weights[..., ::7] = 0.0
+    uniform = torch.rand(8, 50, generator=g)
+    got = invert_cdf(weights, uniform)
+    cdf = weights.double().cumsum(-1)
+    want = torch.searchsorted(cdf, uniform.double()[..., None] * cdf[..., -1:]).squeeze(-1)
+    assert (got == want).float().mean() > 0.99  # the rest: float32 rounding at a boundary
+    assert (got >= 768).any() and (got < 256).any()
+    assert (weights.gather(-1, got[..., None]) > 0).all(), "a zero weight is never chosen"
+
+
 def test_keyed_uniforms_are_uniform_and_independent():
     u = draw_noise(example_keys(11, range(2000)), 64, 1, "cpu").select  # (2000, 64)
     assert 0 < float(u.min()) and float(u.max()) < 1
@@ -253,17 +268,38 @@ def test_cpu_attention_with_dropout_equals_sdpa_when_nothing_is_dropped(bias, ke
         assert torch.allclose(got, want, atol=1e-5)
 
 
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_cpu_attention_core_with_dropout_matches_its_definition_and_gradients(with_bias):
+    from electra.model import _Attention, _keep_mask
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 5, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    bias = torch.randn(3, 5, 5, generator=g, dtype=torch.float64) if with_bias else None
+
+    def attention(q, k, v):
+        torch.manual_seed(7)  # the same dropout mask on every call
+        return _Attention.apply(q, k, v, bias, 0.3)
+
+    torch.manual_seed(7)
+    keep = _keep_mask(torch.empty(3, 5, 5, dtype=torch.float64), 0.3)
+    assert 0 < float(keep.mean()) < 1
+    scores = q @ k.transpose(1, 2) / 2 + (0 if bias is None else bias)
+    want = (scores.softmax(-1) * keep / 0.7) @ v
+    torch.testing.assert_close(attention(q, k, v), want)
+    assert torch.autograd.gradcheck(attention, (q, k, v))
+
+
 def test_fused_generator_loss_matches_log_softmax_and_its_gradient():
     from electra.objective import log_softmax_nll
 
     torch.manual_seed(0)
     logits = torch.randn(3, 4, 50, dtype=torch.float64, requires_grad=True)
     targets = torch.randint(0, 50, (3, 4))
-    nll, log_probs = log_softmax_nll(logits, targets)
+    nll, probs = log_softmax_nll(logits, targets)
     torch.testing.assert_close(nll, F.cross_entropy(logits.flatten(0, 1), targets.flatten(),
                                                     reduction="none").view(3, 4))
-    torch.testing.assert_close(log_probs, F.log_softmax(logits, -1))
-    assert not log_probs.requires_grad
+    torch.testing.assert_close(probs, F.softmax(logits, -1))
+    assert not probs.requires_grad
     assert torch.autograd.gradcheck(lambda x: log_softmax_nll(x, targets)[0], (logits,))
 
 

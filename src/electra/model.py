@@ -31,18 +31,20 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, True)
-    return x * _keep_mask(x, p)  # autograd keeps only the mask for the backward
+    return x * _keep_mask(x, p).mul_(1.0 / (1.0 - p))  # autograd keeps only the mask for the backward
 
 
 def dropout_add(residual: torch.Tensor, x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """residual + dropout(x); on the CPU the mask multiply and the add are one `addcmul` pass."""
+    """residual + dropout(x); on the CPU the mask multiply, the 1 / (1 - p) scale and the add are one
+    `addcmul` pass."""
     if not training or p == 0.0 or x.device.type != "cpu":
         return residual + dropout(x, p, training)
-    return torch.addcmul(residual, x, _keep_mask(x, p))
+    return torch.addcmul(residual, x, _keep_mask(x, p), value=1.0 / (1.0 - p))
 
 
 def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
-    """A float mask shaped like x: 1 / (1 - p) where kept, 0 where dropped. 16 random bits per
+    """A float 0/1 mask shaped like x, 0 where dropped; the caller applies the 1 / (1 - p) scale
+    where it costs no pass of its own (`addcmul`'s value, a GEMM's alpha). 16 random bits per
     element (drop probability round(p * 2^16) / 2^16) from numpy's SFC64, seeded by one draw from
     torch's generator so that seeding and checkpointed RNG state govern it as before. torch's CPU
     bernoulli_ draws one number per element and took a third of a `small` training step; its
@@ -50,11 +52,10 @@ def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
     n = x.numel()
     seed = int(torch.randint(2 ** 62, ()))
     bits = torch.from_numpy(np.random.SFC64(seed).random_raw((n + 3) // 4).view(np.int16)[:n])
-    # The comparison written straight into a float mask, scaled once: multiplying by a bool mask
-    # converts it to float on every use, forward and backward, at 3x the cost.
-    scale = torch.empty(x.shape, dtype=x.dtype)
-    torch.ge(bits.view(x.shape), round(p * 65536) - 32768, out=scale)
-    return scale.mul_(1.0 / (1.0 - p))
+    # The comparison written straight into a float mask: multiplying by a bool mask converts it
+    # to float on every use, forward and backward, at 3x the cost.
+    keep = torch.empty(x.shape, dtype=x.dtype)
+    return torch.ge(bits.view(x.shape), round(p * 65536) - 32768, out=keep)
 
 
 class Dropout(nn.Module):
@@ -103,46 +104,84 @@ class SelfAttention(nn.Module):
         # q, k and v in one matrix multiply (one larger GEMM runs faster than three)
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        qkv = F.linear(x, weight, bias)  # (B, T, 3D)
         p = self.attention_dropout if self.training else 0.0
         if p > 0 and x.device.type == "cpu":  # SDPA's CPU dropout is bernoulli_, slow (see `dropout`)
-            y = self._written_out(qkv, mask, p)
+            # the bias is added where the heads are split: no pass of its own
+            y = self._written_out(F.linear(x, weight), bias, mask, p)
         else:
+            qkv = F.linear(x, weight, bias)  # (B, T, 3D)
             q, k, v = qkv.view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)  # (B, H, T, D/H)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p).transpose(1, 2)
         return self.output(y.reshape(B, T, D))
 
-    def _written_out(self, qkv, mask, p):
-        """Attention as batched GEMMs over (B*H, T, D/H), with our dropout; returns (B, T, H, D/H)."""
+    def _written_out(self, qkv, bias, mask, p):
+        """Attention as batched GEMMs over (B*H, T, D/H), with our dropout, from the q|k|v GEMM's
+        output without its bias (B, T, 3D); returns (B, T, H, D/H)."""
         B, T, _ = qkv.shape
         H = self.num_heads
-        q, k, v = _SplitHeads.apply(qkv, H)  # (B*H, T, D/H) each
-        scale = q.shape[-1] ** -0.5
-        if mask is None:  # beta=0: the GEMM writes the scaled scores, no separate pass
-            scores = torch.baddbmm(q.new_empty(()).expand(q.shape[0], T, T), q, k.transpose(1, 2),
-                                   beta=0.0, alpha=scale)  # (B*H, T, T)
-        else:  # the bias added inside the batched GEMM
+        q, k, v = _SplitHeads.apply(qkv, bias, H)  # (B*H, T, D/H) each
+        if mask is not None:  # added to the scores inside the batched GEMM
             if mask.dtype == torch.bool:  # (B, 1, 1, T) -> 0 / -inf
                 mask = torch.zeros(mask.shape, dtype=q.dtype).masked_fill_(~mask, float("-inf"))
             rows = mask.shape[2]  # 1 for a key mask, T for a position bias
-            bias = mask.expand(B, H, rows, T).reshape(B * H, rows, T)
-            scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale)
-        y = torch.bmm(dropout(scores.softmax(-1), p, True), v)  # (B*H, T, D/H)
+            mask = mask.expand(B, H, rows, T).reshape(B * H, rows, T)
+        y = _Attention.apply(q, k, v, mask, p)  # (B*H, T, D/H)
         return y.view(B, H, T, -1).transpose(1, 2)
 
 
-class _SplitHeads(torch.autograd.Function):
-    """(B, T, 3D) q|k|v -> three contiguous (B*H, T, D/H), the layout batched GEMMs read. The
-    backward writes the three gradients straight into one (B, T, 3D) tensor, where autograd's
-    unbind + permute + reshape would copy them twice."""
+def _gemm(a, b, alpha):
+    """a @ b * alpha over a batch, the scale applied by the GEMM itself (beta 0: no pass to read
+    or fill the output)."""
+    return torch.baddbmm(a.new_empty(()).expand(a.shape[0], a.shape[1], b.shape[2]), a, b,
+                         beta=0.0, alpha=alpha)
+
+
+class _Attention(torch.autograd.Function):
+    """softmax(q k^T / sqrt(d) + bias), dropout, times v, over (B*H, T, D/H), forward and backward
+    as batched GEMMs that apply the 1 / sqrt(d) and 1 / (1 - p) scales themselves: autograd's
+    backward of a scaled GEMM multiplies each input's gradient in a pass of its own."""
 
     @staticmethod
-    def forward(ctx, qkv, num_heads):
+    def forward(ctx, q, k, v, bias, p):
+        scale = q.shape[-1] ** -0.5
+        if bias is None:
+            scores = _gemm(q, k.transpose(1, 2), scale)
+        else:
+            scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale)
+        probs = scores.softmax(-1)
+        keep = _keep_mask(probs, p)  # 0/1
+        dropped = probs * keep
+        ctx.save_for_backward(q, k, v, probs, keep, dropped)
+        ctx.scales = scale, 1.0 / (1.0 - p)
+        return _gemm(dropped, v, 1.0 / (1.0 - p))
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, probs, keep, dropped = ctx.saved_tensors
+        scale, keep_scale = ctx.scales
+        grad_v = _gemm(dropped.transpose(1, 2), grad, keep_scale)
+        grad_probs = _gemm(grad, v.transpose(1, 2), keep_scale).mul_(keep)
+        grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+        grad_q = _gemm(grad_scores, k, scale)
+        grad_k = _gemm(grad_scores.transpose(1, 2), q, scale)
+        return grad_q, grad_k, grad_v, None, None
+
+
+class _SplitHeads(torch.autograd.Function):
+    """(B, T, 3D) q|k|v without bias, (3D,) bias -> three contiguous (B*H, T, D/H) with the bias
+    added, the layout batched GEMMs read: one pass, where a GEMM with bias first fills its output
+    with the bias and the split then copies it. The backward writes the three gradients straight
+    into one (B, T, 3D) tensor, where autograd's unbind + permute + reshape would copy them twice."""
+
+    @staticmethod
+    def forward(ctx, qkv, bias, num_heads):
         B, T, D3 = qkv.shape
         d = D3 // (3 * num_heads)
         ctx.shape = (B, T, num_heads, d)
-        parts = qkv.view(B, T, 3, num_heads, d).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D/H)
-        return tuple(part.reshape(B * num_heads, T, d) for part in parts)  # copies: contiguous
+        parts = qkv.new_empty(3, B, num_heads, T, d)
+        torch.add(qkv.view(B, T, 3, num_heads, d).permute(2, 0, 3, 1, 4),
+                  bias.view(3, 1, num_heads, 1, d), out=parts)
+        return tuple(part.view(B * num_heads, T, d) for part in parts)
 
     @staticmethod
     def backward(ctx, grad_q, grad_k, grad_v):
@@ -150,7 +189,9 @@ class _SplitHeads(torch.autograd.Function):
         grad = grad_q.new_empty(B, T, 3, H, d)
         for i, g in enumerate((grad_q, grad_k, grad_v)):
             grad[:, :, i].copy_(g.view(B, H, T, d).transpose(1, 2))
-        return grad.view(B, T, 3 * H * d), None
+        grad = grad.view(B * T, 3 * H * d)
+        # the bias gradient from the contiguous result: a strided sum over each head took 3x as long
+        return grad.view(B, T, -1), grad.sum(0), None
 
 
 class Layer(nn.Module):

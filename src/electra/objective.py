@@ -144,46 +144,70 @@ def mask_tokens(input_ids, select_noise, keep_noise, mask_prob: float,
     return Masked(masked_ids, positions, weights, originals, is_mask_token)
 
 
-def sample_replacements(logits, uniform, temperature: float = 1.0, log_probs=None):
+def sample_replacements(logits, uniform, temperature: float = 1.0, probs=None):
     """Sample from softmax(logits / temperature) by inverting its CDF at `uniform` (B, N), in fp32,
     without gradient: (B, N, V) -> (B, N). The same distribution as the official Gumbel-max
-    sampling, from one uniform per prediction instead of V. `log_probs`: log_softmax(logits)
-    when the caller has it (reused at temperature 1)."""
+    sampling, from one uniform per prediction instead of V. `probs`: softmax(logits) when the
+    caller has it (reused at temperature 1)."""
     with torch.no_grad():
-        if log_probs is not None and temperature == 1.0:
-            cdf = log_probs.detach().exp().cumsum_(-1)
-        else:
-            cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum_(-1)
-        target = uniform.float()[..., None] * cdf[..., -1:]
-        return torch.searchsorted(cdf, target).squeeze(-1).clamp(max=logits.shape[-1] - 1)
+        if probs is None or temperature != 1.0:
+            probs = torch.softmax(logits.float() / temperature, dim=-1)
+        return invert_cdf(probs.detach(), uniform.float())
+
+
+CDF_BLOCK = 256
+
+
+def invert_cdf(weights, uniform):
+    """The index i where the cumulative sum of `weights` (..., V), non-negative and not necessarily
+    normalised, first reaches uniform * their total (...). Searched in two levels, the sums of
+    blocks of CDF_BLOCK entries and then the one block the target falls in: a cumulative sum over
+    the whole vocabulary is a sequential scan (9 ms for 304 x 30,522 on the CPU, against ~1 ms for
+    the block sums). A zero weight is never chosen."""
+    V, size = weights.shape[-1], CDF_BLOCK
+    whole = V - V % size
+    sums = weights[..., :whole].unflatten(-1, (whole // size, size)).sum(-1)  # (..., V // size)
+    if whole < V:
+        sums = torch.cat([sums, weights[..., whole:].sum(-1, keepdim=True)], -1)
+    cumulative = sums.cumsum(-1)
+    target = uniform[..., None] * cumulative[..., -1:]  # (..., 1)
+    block = torch.searchsorted(cumulative, target).clamp(max=cumulative.shape[-1] - 1)  # (..., 1)
+    before = torch.where(block > 0, cumulative.gather(-1, (block - 1).clamp(min=0)), 0.0)
+    index = block * size + torch.arange(size, device=weights.device)  # (..., size)
+    inside = weights.gather(-1, index.clamp(max=V - 1)).masked_fill_(index >= V, 0.0).cumsum_(-1)
+    # rounding may put the remainder just outside the block: keep it inside, above zero
+    rest = torch.minimum((target - before).clamp(min=torch.finfo(weights.dtype).tiny), inside[..., -1:])
+    return (block * size + torch.searchsorted(inside, rest)).squeeze(-1)
 
 
 def log_softmax_nll(logits, targets):
-    """(B, N, V) logits, (B, N) targets -> the NLL (B, N) and the fp32 log-probabilities (B, N, V),
-    computed once for the loss, the sampling and the metrics."""
+    """(B, N, V) logits, (B, N) targets -> the NLL (B, N) and the fp32 probabilities (B, N, V),
+    computed once for the loss, its backward and the sampling."""
     return _LogSoftmaxNLL.apply(logits, targets)
 
 
 class _LogSoftmaxNLL(torch.autograd.Function):
     """log_softmax + gather, with the backward softmax - one-hot written in two passes over B x N x V
-    (autograd's path zero-fills a gradient, scatters into it and runs the log-softmax backward)."""
+    (autograd's path zero-fills a gradient, scatters into it and runs the log-softmax backward).
+    The probabilities are exponentiated once, in the forward, for the backward and the sampling."""
 
     @staticmethod
     def forward(ctx, logits, targets):
         log_probs = F.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
         nll = -log_probs.gather(-1, targets[..., None]).squeeze(-1)
-        ctx.save_for_backward(log_probs, targets)
+        probs = log_probs.exp_()  # the log-probabilities are not needed any more
+        ctx.save_for_backward(probs, targets)
         ctx.dtype = logits.dtype
-        ctx.mark_non_differentiable(log_probs)
-        ctx.set_materialize_grads(False)  # no zero-filled B x N x V gradient for `log_probs`
-        return nll, log_probs
+        ctx.mark_non_differentiable(probs)
+        ctx.set_materialize_grads(False)  # no zero-filled B x N x V gradient for `probs`
+        return nll, probs
 
     @staticmethod
     def backward(ctx, grad_nll, _):
         if grad_nll is None:
             return None, None
-        log_probs, targets = ctx.saved_tensors
-        grad = log_probs.exp().mul_(grad_nll[..., None])
+        probs, targets = ctx.saved_tensors
+        grad = probs * grad_nll[..., None]
         grad.scatter_add_(-1, targets[..., None], -grad_nll[..., None])
         return grad.to(ctx.dtype), None
 
@@ -233,10 +257,10 @@ class Electra(nn.Module):
             num_tokens = token_mask.sum().clamp(min=1)
 
         gen_logits = self.generator(m.input_ids, token_type_ids, attention_mask, m.positions)  # (B,N,V)
-        gen_nll, gen_log_probs = log_softmax_nll(gen_logits, m.originals)  # (B, N), (B, N, V)
+        gen_nll, gen_probs = log_softmax_nll(gen_logits, m.originals)  # (B, N), (B, N, V)
         gen_loss = (gen_nll * m.weights).sum() / num_predictions
 
-        sampled = sample_replacements(gen_logits, noise.sample, obj.temperature, gen_log_probs)  # (B, N)
+        sampled = sample_replacements(gen_logits, noise.sample, obj.temperature, gen_probs)  # (B, N)
         sampled = torch.where(m.weights, sampled, m.originals)
         disc_ids = m.input_ids.scatter(1, m.positions, sampled)
         labels = torch.zeros_like(input_ids, dtype=torch.bool)
