@@ -43,8 +43,8 @@ def dropout_add(residual: torch.Tensor, x: torch.Tensor, p: float, training: boo
 
 
 def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
-    """A float 0/1 mask shaped like x, 0 where dropped; the caller applies the 1 / (1 - p) scale
-    where it costs no pass of its own (`addcmul`'s value, a GEMM's alpha). 16 random bits per
+    """A float 0/1 mask shaped like x, 0 where dropped; the caller applies the 1 / (1 - p) scale,
+    where it can as `addcmul`'s value or a GEMM's alpha, at no pass of its own. 16 random bits per
     element (drop probability round(p * 2^16) / 2^16) from numpy's SFC64, seeded by one draw from
     torch's generator so that seeding and checkpointed RNG state govern it as before. torch's CPU
     bernoulli_ draws one number per element and took a third of a `small` training step; its
