@@ -43,12 +43,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="small")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--vocab-size", type=int, default=None, help="as `electra bench --vocab-size`")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     set_cpu_threads(args.threads)
     keep_freed_memory()  # as `electra bench`, for both
-    cfg = apply_overrides(preset_config(args.preset), {"train.batch_size": args.batch, "data.seq_len": 128})
+    overrides = {"train.batch_size": args.batch, "data.seq_len": 128}
+    if args.vocab_size:
+        overrides["model.vocab_size"] = args.vocab_size
+    cfg = apply_overrides(preset_config(args.preset), overrides)
     cpu = torch.device("cpu")
     ours, hf = ours_step(cfg, cpu, "fp32", False), hf_step(cfg, cpu, "fp32")
     _warm(ours, 3, cpu)
