@@ -153,7 +153,7 @@ class _Attention(torch.autograd.Function):
         dropped = probs * keep
         ctx.save_for_backward(q, k, v, probs, keep, dropped)
         ctx.scales = scale, 1.0 / (1.0 - p)
-        return _gemm(dropped, v, 1.0 / (1.0 - p))
+        return _gemm(dropped, v, ctx.scales[1])
 
     @staticmethod
     def backward(ctx, grad):

@@ -152,7 +152,7 @@ def sample_replacements(logits, uniform, temperature: float = 1.0, probs=None):
     with torch.no_grad():
         if probs is None or temperature != 1.0:
             probs = torch.softmax(logits.float() / temperature, dim=-1)
-        return invert_cdf(probs.detach(), uniform.float())
+        return invert_cdf(probs, uniform.float())
 
 
 CDF_BLOCK = 256
