@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from electra.bench import _warm, hf_step, ours_step
 from electra.config import apply_overrides, preset_config
-from electra.train import keep_freed_memory, set_cpu_threads
+from electra.runtime import keep_freed_memory, set_cpu_threads
 
 GEMMS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
 # ATen's element-wise kernels here are compute-bound, not memory-bound: a hand-written fused

@@ -17,7 +17,7 @@ import torch
 
 from electra.config import preset_config
 from electra.finetune import encode, padded_batch
-from electra.inference import load_run
+from electra.rundir import load_run
 from electra.model import Encoder, init_weights
 from electra.tasks import GLUE, load_task
 from electra.tokenizer import load_tokenizer

@@ -7,11 +7,25 @@ from pathlib import Path
 
 import pytest
 
+from electra.cli import main
 from electra.config import apply_overrides, preset_config
 from electra.data import load_index, prepare_corpus
 from electra.tokenizer import train_tokenizer
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# CLI flags for a model small enough for tests (one layer of width 32, a 200-token vocabulary)
+TINY = ["--set", "model.hidden_size=32", "--set", "model.num_layers=1", "--set", "model.intermediate_size=37",
+        "--set", "model.embedding_size=24", "--set", "train.threads=1", "--seq-len", "32", "--batch-size", "8",
+        "--vocab-size", "200", "--no-progress"]
+
+
+def run_cli(capsys, *argv):
+    """`electra ARGV...` in this process: (exit code, stdout, stderr)."""
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
 
 SENTENCES = [
     "the film opens with a long shot of the harbour at night.",

@@ -12,11 +12,8 @@ from pathlib import Path
 import pytest
 
 from electra.cli import main
-from tests.conftest import make_corpus
+from tests.conftest import TINY, make_corpus
 
-TINY = ["--set", "model.hidden_size=32", "--set", "model.num_layers=1", "--set", "model.intermediate_size=37",
-        "--set", "model.embedding_size=24", "--set", "train.threads=1", "--seq-len", "32", "--batch-size", "8",
-        "--vocab-size", "200", "--no-progress", "--max-steps", "2"]
 POST_LN = ["--set", "model.norm_position=post", "--set", "model.attention_bias=none"]
 
 
@@ -89,7 +86,7 @@ BAD_INPUTS = {
                    "--out", s.root / "d"], "is not a valid tokenizer file"),
     "prepare: output taken": ("prepare", "an output directory with files in it",
         lambda s: ["prepare", "--corpus", s.corpus, "--tokenizer", s.run, "--out", s.folder("prepared", {"keep": "x"})],
-        "exists and is not an empty directory"),
+        "already exists and is not empty"),
     "prepare: bad validation share": ("prepare", "`--val-fraction 1.5`",
         lambda s: ["prepare", "--corpus", s.corpus, "--tokenizer", s.run, "--out", s.root / "d",
                    "--val-fraction", 1.5], "--val-fraction must be in [0, 1)"),
@@ -213,7 +210,7 @@ def _make_runs(root: Path) -> tuple[Path, Path, Path]:
     root.mkdir(parents=True, exist_ok=True)
     corpus = make_corpus(root / "reviews.txt")
     for name, extra in (("run", []), ("post_ln_run", POST_LN)):
-        argv = ["pretrain", "--corpus", corpus, "--out", root / name, *TINY, *extra]
+        argv = ["pretrain", "--corpus", corpus, "--out", root / name, *TINY, "--max-steps", 2, *extra]
         assert main([str(a) for a in argv]) == 0
     return corpus, root / "run", root / "post_ln_run"
 

@@ -8,17 +8,7 @@ import sys
 
 import pytest
 
-from electra.cli import main
-
-TINY = ["--set", "model.hidden_size=32", "--set", "model.num_layers=1", "--set", "model.intermediate_size=37",
-        "--set", "model.embedding_size=24", "--set", "train.threads=1", "--seq-len", "32", "--batch-size", "8",
-        "--vocab-size", "200", "--no-progress"]
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.conftest import TINY, run_cli
 
 
 def test_pretrain_evaluate_detect_end_to_end(tmp_path, corpus, capsys):

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from tests.conftest import shared_file, tiny_config
-from electra.checkpoint import CONFIG_FILE, save_checkpoint
+from electra.checkpoint import save_checkpoint
+from electra.rundir import CONFIG_FILE
 from electra.corpus import read_documents
 from electra.errors import UsageError
 from electra.export import export_run, hf_name, import_hf, our_name, write_hf_tokenizer
-from electra.inference import load_run
+from electra.rundir import load_run
 from electra.objective import Electra
 from electra.tokenizer import TOKENIZER_FILE, load_tokenizer, train_tokenizer
 
@@ -207,7 +208,7 @@ def test_import_rejects_other_models_and_truncated_weights(exported, tmp_path, c
                                                   "model_type": "bert"}))
     with pytest.raises(UsageError, match="not an ELECTRA checkpoint"):
         import_hf(bert, tmp_path / "r1")
-    from tests.test_cli import run_cli
+    from tests.conftest import run_cli
     code, _, err = run_cli(capsys, "import", "--hf", bert, "--out", tmp_path / "r1")
     assert code == 2 and err.count("\n") == 1 and "not an ELECTRA checkpoint (model_type 'bert')" in err
     cut = tmp_path / "cut"
@@ -229,7 +230,7 @@ def test_import_rejects_other_models_and_truncated_weights(exported, tmp_path, c
 
 
 def test_cli_export_detect_and_import_agree_with_transformers(tmp_path, corpus, capsys):
-    from tests.test_cli import TINY, run_cli
+    from tests.conftest import TINY, run_cli
 
     run, hf = tmp_path / "run", tmp_path / "hf"
     post_ln = [a for k, v in POST_LN.items() for a in ("--set", f"{k}={v}")]

@@ -111,7 +111,7 @@ def test_a_tiny_model_learns_a_tiny_task_through_the_cli(tmp_path, tokenizer_dir
 
 
 def test_finetune_from_a_pretrained_run_on_a_regression_task(tmp_path, corpus, capsys):
-    from tests.test_cli import TINY
+    from tests.conftest import TINY
 
     run = tmp_path / "run"
     assert main([str(a) for a in ["pretrain", "--corpus", corpus, "--out", run, "--max-steps", 3, *TINY]]) == 0

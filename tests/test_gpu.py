@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 
 def test_bf16_training_and_detect_on_cuda(tmp_path, corpus, capsys):
-    from tests.test_cli import TINY
+    from tests.conftest import TINY
 
     run = tmp_path / "run"
     assert main([str(a) for a in ["pretrain", "--corpus", corpus, "--out", run, "--max-steps", 6, "--device", "cuda",

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from electra.cli import main
 from electra.config import ObjectiveConfig, preset_config
-from electra.objective import MaskedLM, draw_noise, example_keys, mask_tokens
+from electra.noise import draw_noise, example_keys
+from electra.objective import MaskedLM, mask_tokens
 from electra.tokenizer import MASK_ID
 
 
@@ -55,7 +56,7 @@ def test_mlm_loss_counts_only_the_chosen_positions():
 
 
 def test_mlm_pretrains_evaluates_and_fine_tunes_through_the_cli(tmp_path, corpus, capsys):
-    from tests.test_cli import TINY
+    from tests.conftest import TINY
 
     run = tmp_path / "mlm"
     assert main([str(a) for a in ["pretrain", "--corpus", corpus, "--out", run, "--objective", "mlm",
@@ -82,7 +83,7 @@ def test_report_renders_runs_with_figures_and_the_results_table(tmp_path, corpus
     import re
 
     from electra.report import write_report
-    from tests.test_cli import TINY
+    from tests.conftest import TINY
 
     runs = []
     for kind in ("electra", "mlm"):

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from electra.config import ModelConfig, ObjectiveConfig
-from electra.objective import (SPECIAL_IDS, Electra, draw_noise, example_keys, mask_tokens,
-                               sample_replacements)
+from electra.noise import draw_noise, example_keys
+from electra.objective import SPECIAL_IDS, Electra, mask_tokens, sample_replacements
 from electra.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 
 VOCAB = 99
@@ -208,7 +208,7 @@ def test_base_rate_bias_starts_the_discriminator_at_the_replaced_share():
 
 
 def test_cpu_dropout_drops_the_intended_share_and_scales_the_rest():
-    from electra.model import dropout
+    from electra.kernels import dropout
 
     x = torch.ones(400, 500, requires_grad=True)
     y = dropout(x, 0.1, training=True)
@@ -221,7 +221,7 @@ def test_cpu_dropout_drops_the_intended_share_and_scales_the_rest():
 
 
 def test_dropout_fused_into_the_residual_add_equals_add_after_dropout():
-    from electra.model import dropout, dropout_add
+    from electra.kernels import dropout, dropout_add
 
     residual = torch.randn(8, 16, 32, requires_grad=True)
     x = torch.randn(8, 16, 32, requires_grad=True)
@@ -268,25 +268,30 @@ def test_cpu_attention_with_dropout_equals_sdpa_when_nothing_is_dropped(bias, ke
         assert torch.allclose(got, want, atol=1e-5)
 
 
-@pytest.mark.parametrize("with_bias", [False, True])
-def test_cpu_attention_core_with_dropout_matches_its_definition_and_gradients(with_bias):
-    from electra.model import _Attention, _keep_mask
+@pytest.mark.parametrize("mask_kind", [None, "key mask", "bias"])
+def test_cpu_attention_with_dropout_matches_its_definition_and_gradients(mask_kind):
+    from electra.kernels import attention, keep_mask
 
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(3, 5, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    bias = torch.randn(3, 5, 5, generator=g, dtype=torch.float64) if with_bias else None
+    q, k, v = (torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    mask = {None: None, "key mask": torch.tensor([[True] * 5, [True] * 3 + [False] * 2])[:, None, None, :],
+            "bias": torch.randn(1, 3, 5, 5, generator=g, dtype=torch.float64)}[mask_kind]
 
-    def attention(q, k, v):
+    def dropped_attention(q, k, v):
         torch.manual_seed(7)  # the same dropout mask on every call
-        return _Attention.apply(q, k, v, bias, 0.3)
+        return attention(q, k, v, mask, 0.3)
 
     torch.manual_seed(7)
-    keep = _keep_mask(torch.empty(3, 5, 5, dtype=torch.float64), 0.3)
+    keep = keep_mask(torch.empty(2, 3, 5, 5, dtype=torch.float64), 0.3)
     assert 0 < float(keep.mean()) < 1
-    scores = q @ k.transpose(1, 2) / 2 + (0 if bias is None else bias)
+    scores = q @ k.transpose(-1, -2) / 2
+    if mask_kind == "key mask":
+        scores = scores.masked_fill(~mask, float("-inf"))
+    elif mask_kind == "bias":
+        scores = scores + mask
     want = (scores.softmax(-1) * keep / 0.7) @ v
-    torch.testing.assert_close(attention(q, k, v), want)
-    assert torch.autograd.gradcheck(attention, (q, k, v))
+    torch.testing.assert_close(dropped_attention(q, k, v), want)
+    assert torch.autograd.gradcheck(dropped_attention, (q, k, v))
 
 
 def test_fused_generator_loss_matches_log_softmax_and_its_gradient():

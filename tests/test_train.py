@@ -97,7 +97,7 @@ def test_tiny_model_overfits_a_tiny_corpus(tmp_path, tokenizer_dir):
 
 MAPPED_BYTES_AROUND_A_64MB_TENSOR = """
 import ctypes, torch
-from electra.train import keep_freed_memory
+from electra.runtime import keep_freed_memory
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",

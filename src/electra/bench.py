@@ -14,16 +14,43 @@ from __future__ import annotations
 
 import resource
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
-from electra.config import Config, generator_config
+from electra.config import Config, apply_overrides, generator_config, preset_config
+from electra.errors import UsageError
+from electra.export import hf_config
 from electra.flops import training_flops_per_token
-from electra.objective import build_model, draw_noise, example_keys, mask_tokens
+from electra.noise import draw_noise, example_keys
+from electra.objective import build_model, mask_tokens
+from electra.optim import build_optimizer
+from electra.runtime import autocast_for, resolve_device
 from electra.tokenizer import CLS_ID, SEP_ID
-from electra.train import autocast_for, build_optimizer, keep_freed_memory, resolve_device
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What `electra bench` times: a preset's model on synthetic batches (the official vocabulary
+    by default), `steps` timed steps after `warmup` untimed ones."""
+
+    preset: str = "small"
+    device: str = "auto"
+    dtype: str = "fp32"  # fp32, bf16 or fp16 (autocast on CUDA)
+    compile: str | None = None  # None, or a torch.compile mode: default, reduce-overhead, max-autotune
+    batch: int = 16
+    seq_len: int = 128
+    vocab_size: int = 30522
+    steps: int = 10
+    warmup: int = 3
+    objective: str = "electra"
+    reference: str | None = None  # "hf": also time the transformers ELECTRA pair
+
+    def model_config(self, overrides: dict | None = None) -> Config:
+        return apply_overrides(preset_config(self.preset), {
+            "train.batch_size": self.batch, "data.seq_len": self.seq_len, "model.vocab_size": self.vocab_size,
+            "objective.kind": self.objective, **(overrides or {})})
 
 
 def synthetic_batch(batch: int, seq_len: int, vocab_size: int, device, seed: int = 0):
@@ -107,17 +134,11 @@ def hf_step(cfg: Config, device, precision: str):
     import transformers
 
     m, g = cfg.model, generator_config(cfg.model, cfg.objective)
-
-    def hf_config(c):
-        return transformers.ElectraConfig(
-            vocab_size=c.vocab_size, embedding_size=c.embedding_size, hidden_size=c.hidden_size,
-            num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads, intermediate_size=c.intermediate_size,
-            max_position_embeddings=c.max_position_embeddings, hidden_dropout_prob=c.dropout,
-            attention_probs_dropout_prob=c.attention_dropout)
-
     torch.manual_seed(0)
-    disc = transformers.ElectraForPreTraining(hf_config(m)).to(device).train()
-    gen = transformers.ElectraForMaskedLM(hf_config(g)).to(device).train()
+    disc = transformers.ElectraForPreTraining(
+        transformers.ElectraConfig.from_dict(hf_config(m, "ElectraForPreTraining"))).to(device).train()
+    gen = transformers.ElectraForMaskedLM(
+        transformers.ElectraConfig.from_dict(hf_config(g, "ElectraForMaskedLM"))).to(device).train()
     gen.electra.embeddings = disc.electra.embeddings  # shared, as ELECTRA does
     params = list({id(p): p for p in list(disc.parameters()) + list(gen.parameters())}.values())
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, eps=1e-6, weight_decay=cfg.train.weight_decay)
@@ -149,11 +170,17 @@ def hf_step(cfg: Config, device, precision: str):
     return step
 
 
-def run_bench(cfg: Config, device: str = "auto", precision: str = "fp32", compile: bool | str = False,
-              steps: int = 10, warmup: int = 3, reference: str | None = None) -> dict:
-    dev = resolve_device(device)
-    if dev.type == "cpu":
-        keep_freed_memory()  # as the training loop
+def run_bench(bench: BenchConfig, overrides: dict | None = None) -> dict:
+    """Time `bench` (the model config with `overrides` applied): ours, the matmul peak and, if
+    asked, the transformers pair, in turns."""
+    if bench.reference == "hf":
+        import importlib.util
+
+        if importlib.util.find_spec("transformers") is None:
+            raise UsageError("--reference hf needs `transformers` (pip install transformers)")
+    cfg = bench.model_config(overrides)
+    dev = resolve_device(bench.device)
+    precision, compile, steps, warmup, reference = bench.dtype, bench.compile, bench.steps, bench.warmup, bench.reference
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     tokens = cfg.train.batch_size * cfg.data.seq_len
@@ -182,3 +209,18 @@ def run_bench(cfg: Config, device: str = "auto", precision: str = "fp32", compil
         result["reference_tokens_per_s"] = tokens / seconds["hf"]
         result["speedup_vs_reference"] = seconds["hf"] / seconds["ours"]
     return result
+
+
+def format_result(r: dict, bench: BenchConfig) -> str:
+    """The bench's figures in a few lines."""
+    compiled = f" compiled ({bench.compile})" if bench.compile else ""
+    lines = [f"{bench.preset} {r['device']} {r['precision']}{compiled}, {r['threads']} threads, batch "
+             f"{r['batch_size']} x {r['seq_len']}, vocab {r['vocab_size']}:",
+             f"  {r['tokens_per_s']:,.0f} tokens/s, {r['ms_per_step']:.1f} ms/step, peak memory "
+             f"{r['peak_memory_bytes'] / 2**20:,.0f} MiB",
+             f"  {r['flops_per_token'] / 1e6:,.1f} MFLOPs/token -> {r['achieved_flops'] / 1e9:,.1f} GFLOP/s; "
+             f"matmul peak {r['matmul_peak_flops'] / 1e9:,.1f} GFLOP/s; MFU {r['mfu']:.3f}"]
+    if "reference_tokens_per_s" in r:
+        lines.append(f"  transformers ELECTRA pair: {r['reference_tokens_per_s']:,.0f} tokens/s; ours is "
+                     f"{r['speedup_vs_reference']:.2f}x")
+    return "\n".join(lines)

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from electra.atomic import building_dir, fsync_path
 from electra.errors import UsageError
 
-CONFIG_FILE = "config.json"  # the run's resolved config, beside its checkpoints
 CHECKPOINT_DIR = "checkpoints"
 MODEL_FILE, OPTIMIZER_FILE, STATE_FILE = "model.safetensors", "optimizer.safetensors", "state.json"
 
@@ -95,8 +93,7 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer=None,
                          "the previous checkpoint is kept (lower train.lr and --resume)")
     root = Path(run_dir) / CHECKPOINT_DIR
     final = root / checkpoint_name(step)
-    tmp = temp_dir_beside(final)
-    try:
+    with building_dir(final) as tmp:  # the same step saved again (the final step) replaces the old one
         save_model(model, str(tmp / MODEL_FILE))
         state = dict(state or {}, step=step)
         tensors = rng_state_tensors()
@@ -107,12 +104,8 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer=None,
         state["files"] = {name: _file_record(tmp / name) for name in (MODEL_FILE, OPTIMIZER_FILE)}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
         for f in tmp.iterdir():
-            _fsync(f)
-        replace_dir(tmp, final)  # the same step saved again (the final step) replaces the old one
-        _fsync(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            fsync_path(f)
+    fsync_path(root)
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -182,42 +175,3 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
         state[int(idx)] = {name: tensors[f"optim.{idx}.{name}"] if value is None else value
                            for name, value in entry.items()}
     return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def temp_dir_beside(path: Path) -> Path:
-    """An empty folder next to `path`, to build it in and rename when complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    tmp.chmod(0o755)
-    return tmp
-
-
-def replace_dir(tmp: Path, final: Path):
-    """Move `tmp` to `final`; an existing `final` is removed only once `tmp` is complete."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    else:
-        os.replace(tmp, final)
-
-
-def write_text_atomic(path, text: str):
-    """Write to a temporary file and rename it over `path`: readers see old or new, never half."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path, obj):
-    write_text_atomic(path, json.dumps(obj, indent=2))
-
-
-def _fsync(path: Path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -8,24 +8,24 @@ and `scratch`) and `OUT/report.html` with the curves of both runs against steps,
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+from electra.atomic import require_empty_dir
 from electra.config import Config, apply_overrides, preset_config
 from electra.errors import UsageError
-from electra.finetune import PRESET_LR, FinetuneConfig, finetune
+from electra.finetune import FinetuneConfig, StartingPoint, finetune, starting_point
 from electra.flops import training_flops_per_token
-from electra.inference import load_run
 from electra.report import downstream_result, load_history, write_report
+from electra.rundir import start_run
 from electra.tasks import GLUE, load_task
 from electra.tokenizer import load_tokenizer
-from electra.train import pretrain, start_run
+from electra.train import pretrain
 
 
 def compare(corpus, budget: str, task: str, task_dir, out_dir, seeds=(1, 2, 3), preset: str = "tiny",
             overrides: dict | None = None, epochs: int | None = None, show_progress: bool = True) -> dict:
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"{str(out)!r} already exists and is not empty; choose a new --out")
+    out = require_empty_dir(out_dir)
     if task not in GLUE:
         raise UsageError(f"--task {task!r}: compare runs a GLUE task ({', '.join(GLUE)})")
     spec = GLUE[task]
@@ -38,17 +38,15 @@ def compare(corpus, budget: str, task: str, task_dir, out_dir, seeds=(1, 2, 3), 
     mlm_cfg, _ = start_run(apply_overrides(base, {"objective.kind": "mlm"}), runs["mlm"], data_dir=data)
     pretrain(mlm_cfg, runs["mlm"], data, show_progress=show_progress)
 
-    ft_cfg = FinetuneConfig(lr=PRESET_LR.get(preset, 3e-4), epochs=epochs or spec.epochs)
+    ft_cfg = FinetuneConfig(epochs=epochs)
     results = {}
     for name in ("electra", "mlm", "scratch"):
         if name in runs:
-            loaded = load_run(runs[name])
-            tokenizer, model_cfg, state = loaded.tokenizer, loaded.cfg.model, loaded.model.encoder.state_dict()
+            start = replace(starting_point(runs[name]), source=name, size=preset)
         else:  # the same encoder from random weights
-            tokenizer, model_cfg, state = load_tokenizer(runs["electra"]), cfg.model, None
-        report = finetune(spec, task_data, ft_cfg, model_cfg, tokenizer, state, out / "finetune" / name,
-                          list(seeds), source=name, device=cfg.train.device,  # where pre-training ran
-                          show_progress=show_progress)
+            start = StartingPoint(load_tokenizer(runs["electra"]), cfg.model, None, preset, name)
+        report = finetune(spec, task_data, ft_cfg, start, out / "finetune" / name, list(seeds),
+                          device=cfg.train.device, show_progress=show_progress)  # where pre-training ran
         results[name] = {**downstream_result(report),
                          **(_pretraining_cost(runs[name]) if name in runs else {"pretrain_flops": 0,
                                                                                   "pretrain_tokens": 0})}

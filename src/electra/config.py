@@ -1,8 +1,7 @@
 """Typed configuration: one frozen dataclass per concern, presets, strict dotted overrides.
 
-A run is described by `Config(model, objective, data, train)`. Presets give the official sizes
-(ELECTRA paper, Table 6 / google-research/electra `configure_pretraining.py`) plus `tiny`, a model
-tuned to learn in minutes on a 2-core CPU. Overrides use the names HF users know
+A run is described by `Config(model, objective, data, train)`. Presets (presets.py) give the
+official sizes plus `tiny`, a model tuned to learn in minutes on a 2-core CPU. Overrides use the names HF users know
 (`model.hidden_size`, `train.lr`, ...); an unknown key is an error with a close-match suggestion,
 as the official `update()` rejects unknown hyperparameters.
 """
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from electra.errors import UsageError
+from electra.presets import PRESETS
 
 
 @dataclass(frozen=True)
@@ -200,43 +200,6 @@ def generator_config(disc: ModelConfig, objective: "ObjectiveConfig") -> ModelCo
 
 
 # --------------------------------------------------------------------------- presets
-
-_OFFICIAL = dict(lr=5e-4, warmup_steps=10_000)
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # A CPU model: small vocabulary, pre-LN, local attention bias, a base-rate discriminator bias and
-    # a generator 1/8 as wide (hidden 16): with 1/4 the discriminator of a 30-minute run learned no
-    # context; with 1/8 it did. Fine-tuned, 1/4 led after 6e13 FLOPs and trailed after 2-4e14
-    # (docs/LOG.md has the measurements).
-    "tiny": {
-        "model.hidden_size": 128, "model.num_layers": 4, "model.num_heads": 2,
-        "model.intermediate_size": 512, "model.embedding_size": 128,
-        "model.max_position_embeddings": 128, "model.dropout": 0.0, "model.attention_dropout": 0.0,
-        "model.norm_position": "pre", "model.attention_bias": "alibi",
-        "objective.generator_size": 0.125, "objective.disc_bias_init": "base_rate",
-        "data.vocab_size": 8192, "data.seq_len": 128,
-        "train.batch_size": 32, "train.lr": 3e-3, "train.warmup_steps": 100,
-        "train.max_steps": 100_000, "train.time_budget": "30m",
-        "train.log_every": 20, "train.eval_every": 250, "train.checkpoint_every": 250,
-    },
-    # Official ELECTRA-Small: 12 layers, hidden 256, 4 heads, FFN 1024, embedding 128.
-    "small": {"model.hidden_size": 256, "model.num_layers": 12, "model.num_heads": 4,
-              "model.intermediate_size": 1024, "model.embedding_size": 128,
-              "objective.generator_size": 0.25, "train.batch_size": 128,
-              "train.max_steps": 1_000_000, **{f"train.{k}": v for k, v in _OFFICIAL.items()}},
-    # Official ELECTRA-Base: generator 1/3 of the width, lr 2e-4, batch 256, 766k steps.
-    "base": {"model.hidden_size": 768, "model.num_layers": 12, "model.num_heads": 12,
-             "model.intermediate_size": 3072, "model.embedding_size": 768,
-             "objective.generator_size": 1 / 3, "train.batch_size": 256, "train.lr": 2e-4,
-             "train.warmup_steps": 10_000, "train.max_steps": 766_000},
-    # Official ELECTRA-Large: mask_prob 0.25, batch 2048, 400k steps.
-    "large": {"model.hidden_size": 1024, "model.num_layers": 24, "model.num_heads": 16,
-              "model.intermediate_size": 4096, "model.embedding_size": 1024,
-              "objective.generator_size": 0.25, "objective.mask_prob": 0.25,
-              "train.batch_size": 2048, "train.lr": 2e-4, "train.warmup_steps": 10_000,
-              "train.max_steps": 400_000},
-}
-
 
 def preset_config(name: str) -> Config:
     if name not in PRESETS:

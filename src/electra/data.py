@@ -19,7 +19,6 @@ import functools
 import json
 import multiprocessing
 import os
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -28,7 +27,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from electra.checkpoint import replace_dir, temp_dir_beside
+from electra.atomic import building_dir, require_empty_dir
+from electra.config import DataConfig
 from electra.corpus import ReadStats, check_corpus_files, read_documents
 from electra.errors import UsageError
 from electra.tokenizer import CLS_ID, PAD_ID, SEP_ID, load_tokenizer, save_tokenizer
@@ -89,23 +89,23 @@ class _ShardWriter:
         return {"tokens": self.tokens, "shards": self.shards}
 
 
-def prepare_corpus(corpus, tokenizer_dir, out_dir, doc_sep: str = "line",
-                   val_fraction: float = 0.005, val_max_tokens: int = 200_000,
+def prepare_corpus(corpus, tokenizer_dir, out_dir, doc_sep: str = DataConfig.doc_sep,
+                   val_fraction: float = DataConfig.val_fraction, val_max_tokens: int = DataConfig.val_max_tokens,
                    show_progress: bool = True, workers: int = 1) -> dict:
     """Tokenize `corpus` into `out_dir` (built in a temporary folder, renamed when complete).
     Memory stays flat in corpus size: documents stream through in batches, shards are appended to
     on disk. `workers` > 1 tokenizes batches in that many processes (in order)."""
+    if not 0 <= val_fraction < 1:
+        raise UsageError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
     files = check_corpus_files(corpus)
     tok = load_tokenizer(tokenizer_dir)
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"output {str(out)!r} exists and is not an empty directory; "
-                         "choose a new --out or remove it")
+    out = require_empty_dir(out_dir, "choose a new --out or remove it")
     vocab_size = tok.get_vocab_size()
     dtype = np.uint16 if vocab_size <= 2**16 else np.uint32
     val_period = round(1 / val_fraction) if val_fraction > 0 else 0
-    tmp = temp_dir_beside(out)
-    try:
+    with building_dir(out) as tmp:
         stats = ReadStats()
         writers = {"train": _ShardWriter(tmp, "train", dtype), "val": _ShardWriter(tmp, "val", dtype)}
         counts = np.zeros(vocab_size, np.int64)
@@ -146,10 +146,6 @@ def prepare_corpus(corpus, tokenizer_dir, out_dir, doc_sep: str = "line",
                  "doc_sep": doc_sep, "corpus": [str(f) for f in files], "read": asdict(stats),
                  "splits": splits}
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2))
-        replace_dir(tmp, out)  # `out` is absent or empty, checked above
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return index
 
 

@@ -19,7 +19,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from electra.data import COUNTS_FILE, PretrainingData, prepare_corpus
-from electra.objective import SPECIAL_IDS, draw_noise, example_keys, mask_tokens, maskable, summarize
+from electra.noise import draw_noise, example_keys
+from electra.objective import SPECIAL_IDS, mask_tokens, maskable, summarize
 
 EVAL_SEED = 20_200_323  # fixed noise, so evaluations compare across steps and runs
 UNIGRAM_REPLACE_PROB = 0.15
@@ -107,7 +108,7 @@ def evaluate_corpus(loaded, corpus, doc_sep: str = "line", batch_size: int = 64,
                                seed=EVAL_SEED)
         indices = range(len(data) if max_examples is None else min(len(data), max_examples))
         unigram_counts = np.load(Path(tmp) / "data" / COUNTS_FILE, allow_pickle=False)
-        counts_file = loaded.checkpoint.parent.parent / COUNTS_FILE
+        counts_file = loaded.run_dir / COUNTS_FILE
         # An imported run that has not trained here has no training counts: rarity in the text itself.
         train_counts = (np.load(counts_file, allow_pickle=False) if counts_file.is_file()
                         else unigram_counts)

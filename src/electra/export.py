@@ -2,9 +2,9 @@
 
 `export_run` writes a run's checkpoint as two directories that `transformers` loads on its own:
 `discriminator/` (`ElectraForPreTraining`) and `generator/` (`ElectraForMaskedLM`), each with
-`config.json`, `model.safetensors` and the tokenizer (`tokenizer.json` for
-`PreTrainedTokenizerFast`). `import_hf` reads such directories back into a run directory that
-`electra pretrain --resume` continues and `detect`/`evaluate` use.
+`config.json`, `model.safetensors` and the tokenizer (hf_tokenizer.py). `import_hf` reads such
+directories back into a run directory that `electra pretrain --resume` continues and
+`detect`/`evaluate` use.
 
 Tensor names: `NAME_TABLE` maps ours to HF's (`{i}` a layer index, `{p}` weight or bias); the
 inverse is derived from it. Loading is strict: a missing, unexpected or mis-shaped tensor is an
@@ -20,22 +20,21 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-from electra.checkpoint import CONFIG_FILE, replace_dir, save_checkpoint, temp_dir_beside
+from electra.atomic import building_dir, require_empty_dir
+from electra.checkpoint import save_checkpoint
 from electra.config import Config, ModelConfig, generator_config, preset_config
 from electra.errors import UsageError
-from electra.inference import load_run
+from electra.hf_tokenizer import has_tokenizer, load_hf_tokenizer, write_hf_tokenizer
 from electra.objective import Electra
-from electra.tokenizer import (CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, TOKENIZER_FILE, UNK_ID,
-                               bert_template, save_tokenizer)
+from electra.rundir import CONFIG_FILE, RUN_FILE, load_run
+from electra.tokenizer import PAD_ID, save_tokenizer
 
 WEIGHTS_FILE = "model.safetensors"
 ROLES = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
@@ -118,8 +117,8 @@ def hf_config(m: ModelConfig, architecture: str) -> dict:
 def export_run(run_dir, out_dir, step: int | None = None, force: bool = False) -> Path:
     """Write RUN's checkpoint (the latest, or `step`) as HF `discriminator/` and `generator/`."""
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise UsageError(f"{str(out)!r} is not empty; choose another --out, or pass --force to replace it")
+    if not force:
+        require_empty_dir(out, "choose another --out, or pass --force to replace it")
     loaded = load_run(run_dir, step)
     cfg = loaded.cfg
     if cfg.objective.kind != "electra":
@@ -131,8 +130,7 @@ def export_run(run_dir, out_dir, step: int | None = None, force: bool = False) -
             "trained with --set model.norm_position=post --set model.attention_bias=none")
     shapes = {"discriminator": cfg.model, "generator": generator_config(cfg.model, cfg.objective)}
     modules = {"discriminator": loaded.model.discriminator, "generator": loaded.model.generator}
-    tmp = temp_dir_beside(out)
-    try:
+    with building_dir(out) as tmp:
         for role, architecture in ROLES.items():
             folder = tmp / role
             folder.mkdir()
@@ -147,24 +145,7 @@ def export_run(run_dir, out_dir, step: int | None = None, force: bool = False) -
             save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
             (folder / CONFIG_FILE).write_text(json.dumps(hf_config(shapes[role], architecture), indent=2))
             write_hf_tokenizer(loaded.tokenizer, folder, cfg.model.max_position_embeddings, cfg.data.lowercase)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
-
-
-def write_hf_tokenizer(tok: Tokenizer, folder: Path, max_length: int, lowercase: bool):
-    """`tokenizer.json` plus the small JSON files `AutoTokenizer` reads beside it."""
-    tok.no_truncation()
-    tok.no_padding()
-    tok.save(str(folder / TOKENIZER_FILE))
-    special = dict(zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"), SPECIAL_TOKENS))
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length,
-              "do_lower_case": lowercase, "padding_side": "right",
-              "model_input_names": ["input_ids", "token_type_ids", "attention_mask"], **special}
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
 
 
 # --------------------------------------------------------------------------- import
@@ -179,9 +160,7 @@ def import_hf(hf_dir, run_dir, generator_dir=None, preset: str = "small") -> tup
     disc_dir = hf / "discriminator" if (hf / "discriminator" / CONFIG_FILE).is_file() else hf
     if generator_dir is None and (hf / "generator" / CONFIG_FILE).is_file():
         generator_dir = hf / "generator"
-    run = Path(run_dir)
-    if run.exists() and (not run.is_dir() or any(run.iterdir())):
-        raise UsageError(f"{str(run)!r} already exists; choose a new --out")
+    run = require_empty_dir(run_dir)
     notes = []
 
     gen_dir = Path(generator_dir) if generator_dir is not None else None
@@ -191,7 +170,7 @@ def import_hf(hf_dir, run_dir, generator_dir=None, preset: str = "small") -> tup
         notes.append(f"no generator given: a new one ({objective.generator_size:g} of the width) starts "
                      "from random weights")
 
-    tok, order = load_hf_tokenizer(disc_dir if _has_tokenizer(disc_dir) else gen_dir or disc_dir)
+    tok, order = load_hf_tokenizer(disc_dir if has_tokenizer(disc_dir) else gen_dir or disc_dir)
     if tok.get_vocab_size() != model_cfg.vocab_size:
         raise UsageError(f"the tokenizer has {tok.get_vocab_size()} tokens but config.json says vocab_size "
                          f"{model_cfg.vocab_size}; give the tokenizer that belongs to the model")
@@ -211,17 +190,12 @@ def import_hf(hf_dir, run_dir, generator_dir=None, preset: str = "small") -> tup
                          "them, so the discriminator's are used")
         _load_role(model.generator, "generator", gen_tensors, perm, skip_embeddings=True)
 
-    tmp = temp_dir_beside(run)
-    try:
+    with building_dir(run) as tmp:
         save_tokenizer(tok, tmp)
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2))
-        (tmp / "run.json").write_text(json.dumps({"imported_from": str(hf.resolve())}, indent=2))
+        (tmp / RUN_FILE).write_text(json.dumps({"imported_from": str(hf.resolve())}, indent=2))
         save_checkpoint(tmp, 0, model, None, {"elapsed": 0.0, "config": cfg.to_dict(),
                                               "imported_from": str(hf.resolve())})
-        replace_dir(tmp, run)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return cfg, notes
 
 
@@ -339,62 +313,3 @@ def _load_role(module: torch.nn.Module, role: str, tensors: dict[str, torch.Tens
     missing_here, _ = module.load_state_dict(state, strict=False)
     left = [k for k in missing_here if k != TIED and not (skip_embeddings and k.startswith("encoder.embeddings."))]
     assert not left, left
-
-
-# --------------------------------------------------------------------------- tokenizer
-
-def _has_tokenizer(folder: Path) -> bool:
-    return (folder / TOKENIZER_FILE).is_file() or (folder / "vocab.txt").is_file()
-
-
-def load_hf_tokenizer(folder: Path) -> tuple[Tokenizer, list[int]]:
-    """The HF tokenizer of `folder` with [PAD] [UNK] [CLS] [SEP] [MASK] moved to ids 0-4.
-    Returns the tokenizer and `order` (new id -> old id)."""
-    if (folder / TOKENIZER_FILE).is_file():
-        try:
-            spec = json.loads((folder / TOKENIZER_FILE).read_text())
-            Tokenizer.from_str(json.dumps(spec))
-        except Exception as e:  # tokenizers raises plain Exceptions on malformed files
-            raise UsageError(f"{str(folder / TOKENIZER_FILE)!r} is not a valid tokenizer file "
-                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__})")
-    elif (folder / "vocab.txt").is_file():
-        spec = json.loads(_wordpiece_from_vocab(folder).to_str())
-    else:
-        raise UsageError(f"no tokenizer in {str(folder)!r} (tokenizer.json or vocab.txt); "
-                         "save it with the model (tokenizer.save_pretrained)")
-    tok = Tokenizer.from_str(json.dumps(spec))
-    old_ids = []
-    for token in SPECIAL_TOKENS:
-        i = tok.token_to_id(token)
-        if i is None:
-            raise UsageError(f"the tokenizer in {str(folder)!r} has no {token} token; ELECTRA needs "
-                             f"{' '.join(SPECIAL_TOKENS)}")
-        old_ids.append(i)
-    size = tok.get_vocab_size(with_added_tokens=True)
-    order = old_ids + [i for i in range(size) if i not in set(old_ids)]
-    if order != list(range(size)):
-        new_of_old = {old: new for new, old in enumerate(order)}
-        model = spec["model"]
-        if model.get("type") not in ("WordPiece", "BPE", "WordLevel"):
-            raise UsageError(f"cannot move the special tokens of a {model.get('type')} tokenizer to ids "
-                             "0-4; only WordPiece, BPE and WordLevel vocabularies are supported")
-        model["vocab"] = {t: new_of_old[i] for t, i in model["vocab"].items()}
-        for added in spec.get("added_tokens", []):
-            added["id"] = new_of_old[added["id"]]
-        tok = Tokenizer.from_str(json.dumps(spec))
-    tok.post_processor = bert_template()  # [CLS] A [SEP] B [SEP] with the ids 0-4
-    assert [tok.token_to_id(t) for t in SPECIAL_TOKENS] == [PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID]
-    return tok, order
-
-
-def _wordpiece_from_vocab(folder: Path) -> Tokenizer:
-    """BERT's WordPiece tokenizer from `vocab.txt` (+ `do_lower_case` from tokenizer_config.json)."""
-    lines = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
-    lower = True
-    if (folder / "tokenizer_config.json").is_file():
-        lower = json.loads((folder / "tokenizer_config.json").read_text()).get("do_lower_case", True)
-    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(lines)}, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lower)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    return tok

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -23,13 +22,15 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from electra.checkpoint import replace_dir, temp_dir_beside
-from electra.config import ModelConfig
+from electra.atomic import building_dir, require_empty_dir
+from electra.config import ModelConfig, preset_config
 from electra.errors import UsageError
 from electra.model import Encoder, init_weights
+from electra.optim import lr_at
+from electra.rundir import load_run
+from electra.runtime import resolve_device, set_cpu_threads
 from electra.tasks import Example, TaskData, TaskSpec, task_metrics
-from electra.tokenizer import PAD_ID, TOKENIZER_FILE
-from electra.train import lr_at, resolve_device, set_cpu_threads
+from electra.tokenizer import TOKENIZER_FILE, load_tokenizer, pad_batch
 
 # Official for small / base / large; `tiny` measured on SST-2 (docs/LOG.md): 1e-3 beat 3e-4.
 PRESET_LR = {"tiny": 1e-3, "small": 3e-4, "base": 1e-4, "large": 5e-5}
@@ -37,10 +38,10 @@ PRESET_LR = {"tiny": 1e-3, "small": 3e-4, "base": 1e-4, "large": 5e-5}
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    lr: float = 3e-4
+    lr: float | None = None  # None: by model size, PRESET_LR
     batch_size: int = 32
-    epochs: int = 3
-    max_length: int = 128
+    epochs: int | None = None  # None: the task's (3; 10 for RTE and STS-B)
+    max_length: int | None = None  # None: 128, or the model's positions if it has fewer
     layer_decay: float = 0.8
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
@@ -48,10 +49,41 @@ class FinetuneConfig:
     clip_norm: float = 1.0
 
     def __post_init__(self):
-        if self.lr <= 0 or self.batch_size < 1 or self.epochs < 1 or self.max_length < 8:
+        if ((self.lr is not None and self.lr <= 0) or self.batch_size < 1 or (self.epochs is not None and self.epochs < 1)
+                or (self.max_length is not None and self.max_length < 8)):
             raise UsageError("fine-tuning needs lr > 0, batch size >= 1, epochs >= 1 and max length >= 8")
         if not 0 < self.layer_decay <= 1:
             raise UsageError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
+
+
+@dataclass
+class StartingPoint:
+    """What fine-tuning starts from: a pre-trained encoder, or (encoder_state None) the same
+    architecture from random weights."""
+
+    tokenizer: object
+    model_cfg: ModelConfig
+    encoder_state: dict | None
+    size: str  # the preset whose fine-tuning lr fits this model's size
+    source: str  # how reports name it
+
+
+def starting_point(model: str, step: int | None = None, tokenizer: str | None = None,
+                   preset: str = "tiny") -> StartingPoint:
+    """A run's discriminator (or masked LM) encoder, at its latest checkpoint or `step`; or, for
+    `model` "none", the `preset` architecture from random weights with `tokenizer`'s vocabulary."""
+    if model == "none":
+        if not tokenizer:
+            raise UsageError("--model none needs --tokenizer DIR (a run or a tokenizer folder) for its vocabulary")
+        tok = load_tokenizer(tokenizer)
+        model_cfg = replace(preset_config(preset).model, vocab_size=tok.get_vocab_size())
+        return StartingPoint(tok, model_cfg, None, preset, f"none (random {preset})")
+    loaded = load_run(model, step)
+    m = loaded.cfg.model
+    size = ("large" if m.hidden_size >= 1024 else "base" if m.hidden_size >= 768
+            else "small" if m.hidden_size >= 256 else "tiny")
+    return StartingPoint(loaded.tokenizer, m, loaded.model.encoder.state_dict(), size,
+                         f"{model} step {loaded.step}")
 
 
 class Classifier(nn.Module):
@@ -117,13 +149,7 @@ def encode(tokenizer, examples: list[Example], spec: TaskSpec, max_length: int, 
 
 def padded_batch(data: Encoded, rows, device):
     """(ids, token types, attention mask) of `rows`, padded to the longest of them."""
-    T = max(len(data.ids[i]) for i in rows)
-    ids = torch.full((len(rows), T), PAD_ID, dtype=torch.long)
-    types = torch.zeros_like(ids)
-    for r, i in enumerate(rows):
-        ids[r, :len(data.ids[i])] = torch.tensor(data.ids[i])
-        types[r, :len(data.types[i])] = torch.tensor(data.types[i])
-    return ids.to(device), types.to(device), (ids != PAD_ID).to(device)
+    return pad_batch([data.ids[i] for i in rows], [data.types[i] for i in rows], device)
 
 
 @torch.no_grad()
@@ -183,45 +209,45 @@ def train_one_seed(spec: TaskSpec, cfg: FinetuneConfig, model_cfg: ModelConfig, 
     return model, history
 
 
-def finetune(spec: TaskSpec, task: TaskData, cfg: FinetuneConfig, model_cfg: ModelConfig, tokenizer,
-             encoder_state: dict | None, out_dir, seeds: list[int], source: str, device="cpu",
-             show_progress: bool = True) -> dict:
+def finetune(spec: TaskSpec, task: TaskData, cfg: FinetuneConfig, start: StartingPoint, out_dir,
+             seeds=(1,), device="cpu", show_progress: bool = True) -> dict:
     """Fine-tune once per seed, report each and the median / mean / std of the main metric (in
-    percent), and save the best seed's model, config and dev / test predictions in `out_dir`."""
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"{str(out)!r} already exists and is not empty; choose a new --out")
+    percent), and save the best seed's model, config and dev / test predictions in `out_dir`.
+    The config's unset lr and epochs become the model size's and the task's."""
+    out = require_empty_dir(out_dir)
+    positions = start.model_cfg.max_position_embeddings
+    cfg = replace(cfg, lr=cfg.lr or PRESET_LR.get(start.size, 3e-4), epochs=cfg.epochs or spec.epochs,
+                  max_length=cfg.max_length or min(128, positions))
+    if cfg.max_length > positions:
+        raise UsageError(f"--max-length {cfg.max_length} exceeds the model's "
+                         f"{start.model_cfg.max_position_embeddings} positions")
     set_cpu_threads()  # flush denormals, as pre-training does
     device = resolve_device(device)
+    tokenizer = start.tokenizer
     train = encode(tokenizer, task.train, spec, cfg.max_length, swap=spec.swap_pairs)
     dev = encode(tokenizer, task.dev, spec, cfg.max_length)
     test = encode(tokenizer, task.test, spec, cfg.max_length) if task.test else None
     per_seed, best = {}, None
     for seed in seeds:
-        model, history = train_one_seed(spec, cfg, model_cfg, encoder_state, train, dev, seed, device,
+        model, history = train_one_seed(spec, cfg, start.model_cfg, start.encoder_state, train, dev, seed, device,
                                         show_progress, log=tqdm.write)
         per_seed[str(seed)] = {**history[-1], "per_epoch": history}
         if best is None or history[-1][spec.metric] > best[1][spec.metric]:
             best = (seed, history[-1], model)
     scores = [100 * r[spec.metric] for r in per_seed.values()]
     report = {
-        "task": spec.name, "model": source, "metric": spec.metric, "seeds": per_seed,
+        "task": spec.name, "model": start.source, "metric": spec.metric, "seeds": per_seed,
         "median": statistics.median(scores), "mean": statistics.fmean(scores),
         "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
         "best_seed": best[0], "config": asdict(cfg), "train_examples": len(train.ids),
     }
-    tmp = temp_dir_beside(out)
-    try:
-        _save_best(tmp, best[2], spec, model_cfg, cfg, tokenizer, report)
+    with building_dir(out) as tmp:
+        _save_best(tmp, best[2], spec, start.model_cfg, cfg, tokenizer, report)
         _write_predictions(tmp / "predictions" / "dev.tsv", spec, task.dev, predict(best[2], dev, spec, device))
         if test is not None:
             _write_predictions(tmp / "predictions" / "test.tsv", spec, task.test,
                                predict(best[2], test, spec, device))
         (tmp / "metrics.json").write_text(json.dumps(report, indent=2))
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report
 
 

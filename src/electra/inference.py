@@ -1,6 +1,5 @@
-"""Loading a trained run, and replaced-token detection on raw text.
+"""Replaced-token detection on raw text (`electra detect`).
 
-`load_run` rebuilds the model from the run's saved config and loads a checkpoint strictly.
 `detect` scores every token with the discriminator (the probability that it was replaced), merges
 sub-word pieces into words (a word's probability is the max over its pieces), and asks the generator
 what each flagged word may have been.
@@ -8,52 +7,13 @@ what each flagged word may have been.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
+import sys
 
 import torch
 
-from electra.checkpoint import CONFIG_FILE, latest_checkpoint, list_checkpoints, load_checkpoint
-from electra.config import Config
 from electra.errors import UsageError
-from electra.objective import build_model
-from electra.tokenizer import MASK_ID, PAD_ID, SPECIAL_TOKENS, SUBWORD_PREFIX, load_tokenizer
-
-
-@dataclass
-class LoadedRun:
-    cfg: Config
-    model: torch.nn.Module  # Electra, or MaskedLM
-    tokenizer: object
-    checkpoint: Path
-    step: int
-
-
-def load_run(run_dir, step: int | None = None, device="cpu") -> LoadedRun:
-    run = Path(run_dir)
-    if not run.is_dir() or not (run / CONFIG_FILE).is_file():
-        raise UsageError(f"{str(run)!r} is not a run directory (no {CONFIG_FILE}); "
-                         "give the --out of `electra pretrain`")
-    try:
-        cfg = Config.from_dict(json.loads((run / CONFIG_FILE).read_text()))
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{str(run / CONFIG_FILE)!r} is not valid JSON ({e})")
-    if step is None:
-        ckpt = latest_checkpoint(run)
-    else:
-        ckpt = next((c for c in list_checkpoints(run) if int(c.name[5:]) == step), None)
-    if ckpt is None:
-        which = "checkpoint" if step is None else f"checkpoint for step {step}"
-        raise UsageError(f"{str(run)!r} has no {which}; train it first (or pick another --step)")
-    tokenizer = load_tokenizer(run)
-    if tokenizer.get_vocab_size() != cfg.model.vocab_size:
-        raise UsageError(f"the tokenizer in {str(run)!r} has {tokenizer.get_vocab_size()} tokens but the "
-                         f"model expects {cfg.model.vocab_size}")
-    model = build_model(cfg.model, cfg.objective)
-    state = load_checkpoint(ckpt, model)
-    model.to(device).eval()
-    return LoadedRun(cfg, model, tokenizer, ckpt, state["step"])
+from electra.rundir import LoadedRun
+from electra.tokenizer import MASK_ID, SPECIAL_TOKENS, SUBWORD_PREFIX, pad_batch
 
 
 @torch.no_grad()
@@ -62,12 +22,16 @@ def detect(loaded: LoadedRun, texts: list[str], device="cpu", threshold: float =
     """Score a batch of texts: per sub-word token and per word, the discriminator's probability of
     'replaced' (a word's is the max over its pieces); words at or above `threshold` are flagged,
     and for each flagged word the generator, with that word masked, suggests `top_k` originals."""
+    if not 0 <= threshold <= 1:
+        raise UsageError(f"--threshold must be in [0, 1], got {threshold}")
+    if top_k < 0:
+        raise UsageError(f"--top-k must be >= 0, got {top_k}")
     if loaded.cfg.objective.kind != "electra":
         raise UsageError("detect needs an ELECTRA discriminator; this run trained a masked LM")
     tok = loaded.tokenizer
     tok.enable_truncation(loaded.cfg.model.max_position_embeddings)  # counts [CLS] and [SEP]
     encodings = tok.encode_batch(list(texts))
-    ids, types, mask = _pad([e.ids for e in encodings], [e.type_ids for e in encodings], device)
+    ids, types, mask = pad_batch([e.ids for e in encodings], [e.type_ids for e in encodings], device)
     probs = torch.sigmoid(loaded.model.discriminator(ids, types, mask).float()).cpu()
 
     results, flagged_words = [], []  # flagged_words: (text index, word index, token positions)
@@ -101,15 +65,6 @@ def detect(loaded: LoadedRun, texts: list[str], device="cpu", threshold: float =
     return results
 
 
-def _pad(id_lists, type_lists, device):
-    T = max(len(x) for x in id_lists)
-    ids = torch.full((len(id_lists), T), PAD_ID, dtype=torch.long)
-    types = torch.zeros_like(ids)
-    for i, (x, y) in enumerate(zip(id_lists, type_lists)):
-        ids[i, :len(x)], types[i, :len(y)] = torch.tensor(x), torch.tensor(y)
-    return ids.to(device), types.to(device), (ids != PAD_ID).to(device)
-
-
 def _suggest(loaded: LoadedRun, ids, types, mask, flagged_words, top_k: int, batch_size: int = 64):
     """One generator row per flagged word, with all its pieces masked; the top word-initial tokens
     predicted at its first piece, other than the word itself."""
@@ -132,3 +87,34 @@ def _suggest(loaded: LoadedRun, ids, types, mask, flagged_words, top_k: int, bat
         for row in logits.topk(top_k, dim=-1).indices.tolist():
             out.append([tok.id_to_token(i) for i in row])
     return out
+
+
+def texts_to_score(texts: list[str], file: str | None = None) -> list[str]:
+    """The non-empty texts given as arguments, or the lines of `file`, or of standard input."""
+    if texts and file:
+        raise UsageError("give texts as arguments or --file FILE, not both")
+    if file:
+        try:
+            with open(file, encoding="utf-8", errors="replace") as f:
+                texts = [line.rstrip("\r\n") for line in f]
+        except OSError as e:
+            raise UsageError(f"cannot read --file {file!r} ({e.strerror})")
+    elif not texts:
+        if sys.stdin.isatty():
+            raise UsageError("nothing to score: give texts as arguments, --file FILE, or pipe lines on stdin")
+        texts = [line.rstrip("\r\n") for line in sys.stdin]
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise UsageError("no text to score (only empty lines)")
+    return texts
+
+
+def format_detection(result: dict) -> str:
+    """A `detect` result as a table: each word, its probability, and `*` (with the generator's
+    suggestions) where it is flagged."""
+    lines = [f"{'Token':<15} Is_Replaced_Prob"]
+    for word, p, flagged, options in zip(result["words"], result["word_probs"], result["flagged"],
+                                         result["suggestions"]):
+        mark = f"  *  was it: {', '.join(options)}?" if flagged and options else "  *" if flagged else ""
+        lines.append(f"{word:<15} {p:.4f}{mark}")
+    return "\n".join(lines)

@@ -6,7 +6,8 @@ separate q/k/v and a GELU feed-forward), ElectraGeneratorPredictions (dense -> G
 decoder tied to the word embeddings, plus bias) and ElectraDiscriminatorPredictions (dense -> GELU
 -> dense(1)), so export is a rename table. Two options deviate from HF, for small CPU models
 (docs/LOG.md): pre-LN blocks with a final LayerNorm, and an ALiBi-style distance penalty on the
-attention logits (Press et al. 2022).
+attention logits (Press et al. 2022). Dropout and attention go through kernels.py, which keeps
+PyTorch's ops except where a measured CPU fast path replaces them.
 
 Shapes: B batch, T tokens, N predicted positions per sequence, E embedding, D hidden, H heads,
 V vocabulary.
@@ -16,55 +17,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from electra.config import ModelConfig
+from electra.kernels import Dropout, attention, dropout_add
 from electra.tokenizer import PAD_ID
-
-
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """F.dropout, with a faster mask on the CPU (`_keep_mask`)."""
-    if not training or p == 0.0:
-        return x
-    if x.device.type != "cpu":
-        return F.dropout(x, p, True)
-    return x * _keep_mask(x, p).mul_(1.0 / (1.0 - p))  # autograd keeps only the mask for the backward
-
-
-def dropout_add(residual: torch.Tensor, x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """residual + dropout(x); on the CPU the mask multiply, the 1 / (1 - p) scale and the add are one
-    `addcmul` pass."""
-    if not training or p == 0.0 or x.device.type != "cpu":
-        return residual + dropout(x, p, training)
-    return torch.addcmul(residual, x, _keep_mask(x, p), value=1.0 / (1.0 - p))
-
-
-def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
-    """A float 0/1 mask shaped like x, 0 where dropped; the caller applies the 1 / (1 - p) scale,
-    where it can as `addcmul`'s value or a GEMM's alpha, at no pass of its own. 16 random bits per
-    element (drop probability round(p * 2^16) / 2^16) from numpy's SFC64, seeded by one draw from
-    torch's generator so that seeding and checkpointed RNG state govern it as before. torch's CPU
-    bernoulli_ draws one number per element and took a third of a `small` training step; its
-    random_ gives bits at a quarter of SFC64's speed (docs/LOG.md)."""
-    n = x.numel()
-    seed = int(torch.randint(2 ** 62, ()))
-    bits = torch.from_numpy(np.random.SFC64(seed).random_raw((n + 3) // 4).view(np.int16)[:n])
-    # The comparison written straight into a float mask: multiplying by a bool mask converts it
-    # to float on every use, forward and backward, at 3x the cost.
-    keep = torch.empty(x.shape, dtype=x.dtype)
-    return torch.ge(bits.view(x.shape), round(p * 65536) - 32768, out=keep)
-
-
-class Dropout(nn.Module):
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x):
-        return dropout(x, self.p, self.training)
 
 
 class Embeddings(nn.Module):
@@ -100,98 +59,12 @@ class SelfAttention(nn.Module):
     def forward(self, x, mask):
         B, T, D = x.shape
         H = self.num_heads
-
         # q, k and v in one matrix multiply (one larger GEMM runs faster than three)
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        p = self.attention_dropout if self.training else 0.0
-        if p > 0 and x.device.type == "cpu":  # SDPA's CPU dropout is bernoulli_, slow (see `dropout`)
-            # the bias is added where the heads are split: no pass of its own
-            y = self._written_out(F.linear(x, weight), bias, mask, p)
-        else:
-            qkv = F.linear(x, weight, bias)  # (B, T, 3D)
-            q, k, v = qkv.view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)  # (B, H, T, D/H)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p).transpose(1, 2)
-        return self.output(y.reshape(B, T, D))
-
-    def _written_out(self, qkv, bias, mask, p):
-        """Attention as batched GEMMs over (B*H, T, D/H), with our dropout, from the q|k|v GEMM's
-        output without its bias (B, T, 3D); returns (B, T, H, D/H)."""
-        B, T, _ = qkv.shape
-        H = self.num_heads
-        q, k, v = _SplitHeads.apply(qkv, bias, H)  # (B*H, T, D/H) each
-        if mask is not None:  # added to the scores inside the batched GEMM
-            if mask.dtype == torch.bool:  # (B, 1, 1, T) -> 0 / -inf
-                mask = torch.zeros(mask.shape, dtype=q.dtype).masked_fill_(~mask, float("-inf"))
-            rows = mask.shape[2]  # 1 for a key mask, T for a position bias
-            mask = mask.expand(B, H, rows, T).reshape(B * H, rows, T)
-        y = _Attention.apply(q, k, v, mask, p)  # (B*H, T, D/H)
-        return y.view(B, H, T, -1).transpose(1, 2)
-
-
-def _gemm(a, b, alpha):
-    """a @ b * alpha over a batch, the scale applied by the GEMM itself (beta 0: no pass to read
-    or fill the output)."""
-    return torch.baddbmm(a.new_empty(()).expand(a.shape[0], a.shape[1], b.shape[2]), a, b,
-                         beta=0.0, alpha=alpha)
-
-
-class _Attention(torch.autograd.Function):
-    """softmax(q k^T / sqrt(d) + bias), dropout, times v, over (B*H, T, D/H), forward and backward
-    as batched GEMMs that apply the 1 / sqrt(d) and 1 / (1 - p) scales themselves: autograd's
-    backward of a scaled GEMM multiplies each input's gradient in a pass of its own."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, bias, p):
-        scale = q.shape[-1] ** -0.5
-        if bias is None:
-            scores = _gemm(q, k.transpose(1, 2), scale)
-        else:
-            scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale)
-        probs = scores.softmax(-1)
-        keep = _keep_mask(probs, p)  # 0/1
-        dropped = probs * keep
-        ctx.save_for_backward(q, k, v, probs, keep, dropped)
-        ctx.scales = scale, 1.0 / (1.0 - p)
-        return _gemm(dropped, v, ctx.scales[1])
-
-    @staticmethod
-    def backward(ctx, grad):
-        q, k, v, probs, keep, dropped = ctx.saved_tensors
-        scale, keep_scale = ctx.scales
-        grad_v = _gemm(dropped.transpose(1, 2), grad, keep_scale)
-        grad_probs = _gemm(grad, v.transpose(1, 2), keep_scale).mul_(keep)
-        grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
-        grad_q = _gemm(grad_scores, k, scale)
-        grad_k = _gemm(grad_scores.transpose(1, 2), q, scale)
-        return grad_q, grad_k, grad_v, None, None
-
-
-class _SplitHeads(torch.autograd.Function):
-    """(B, T, 3D) q|k|v without bias, (3D,) bias -> three contiguous (B*H, T, D/H) with the bias
-    added, the layout batched GEMMs read: one pass, where a GEMM with bias first fills its output
-    with the bias and the split then copies it. The backward writes the three gradients straight
-    into one (B, T, 3D) tensor, where autograd's unbind + permute + reshape would copy them twice."""
-
-    @staticmethod
-    def forward(ctx, qkv, bias, num_heads):
-        B, T, D3 = qkv.shape
-        d = D3 // (3 * num_heads)
-        ctx.shape = (B, T, num_heads, d)
-        parts = qkv.new_empty(3, B, num_heads, T, d)
-        torch.add(qkv.view(B, T, 3, num_heads, d).permute(2, 0, 3, 1, 4),
-                  bias.view(3, 1, num_heads, 1, d), out=parts)
-        return tuple(part.view(B * num_heads, T, d) for part in parts)
-
-    @staticmethod
-    def backward(ctx, grad_q, grad_k, grad_v):
-        B, T, H, d = ctx.shape
-        grad = grad_q.new_empty(B, T, 3, H, d)
-        for i, g in enumerate((grad_q, grad_k, grad_v)):
-            grad[:, :, i].copy_(g.view(B, H, T, d).transpose(1, 2))
-        grad = grad.view(B * T, 3 * H * d)
-        # the bias gradient from the contiguous result: a strided sum over each head took 3x as long
-        return grad.view(B, T, -1), grad.sum(0), None
+        q, k, v = F.linear(x, weight, bias).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)  # (B, H, T, D/H)
+        y = attention(q, k, v, mask, self.attention_dropout if self.training else 0.0)
+        return self.output(y.transpose(1, 2).reshape(B, T, D))
 
 
 class Layer(nn.Module):

@@ -10,8 +10,9 @@ Follows google-research/electra (`run_pretraining.py`, `pretrain_helpers.py`) an
 - a token is "replaced" only where the sample differs from the original;
 - loss = gen_weight * MLM loss + disc_weight * BCE over all non-pad tokens.
 
-All randomness comes in as `Noise`, drawn per example from a key derived from (seed, position of
-the example in the data stream), so results do not depend on batching, accumulation or ranks.
+All randomness comes in as `Noise` (noise.py), drawn per example from a key derived from (seed,
+position of the example in the data stream), so results do not depend on batching, accumulation
+or ranks.
 
 Shapes: B batch, T tokens, N predictions per sequence, V vocabulary.
 """
@@ -27,67 +28,10 @@ from torch import nn
 
 from electra.config import ModelConfig, ObjectiveConfig, generator_config
 from electra.model import Discriminator, Embeddings, Generator, init_weights, logit
+from electra.noise import Noise
 from electra.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS
 
 SPECIAL_IDS = (PAD_ID, CLS_ID, SEP_ID, MASK_ID)
-
-
-@dataclass
-class Noise:
-    """Uniform(0,1) draws for one batch: which tokens to choose, [MASK] or keep, and one draw per
-    prediction that picks the generator's sample (ELECTRA) or the random token (masked LM)."""
-
-    select: torch.Tensor  # (B, T)
-    keep: torch.Tensor  # (B, N)
-    sample: torch.Tensor  # (B, N)
-
-
-def example_keys(seed: int, positions, purpose: int = 0) -> list[int]:
-    """A 63-bit key per example from (seed, stream position, purpose): stable across batchings."""
-    out = []
-    for pos in positions:
-        x = (int(seed) * 0x9E3779B97F4A7C15 + int(pos) * 0xBF58476D1CE4E5B9 + purpose * 0x94D049BB133111EB)
-        x &= (1 << 64) - 1
-        x ^= x >> 31
-        x = (x * 0xD6E8FEB86659FD93) & ((1 << 64) - 1)
-        x ^= x >> 32
-        out.append(x & ((1 << 63) - 1))
-    return out
-
-
-_M32 = 0xFFFFFFFF
-
-
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """(x * c) mod 2^32 for 0 <= x < 2^32 in int64, in 16-bit halves so that nothing overflows."""
-    return (((((x >> 16) * c) & 0xFFFF) << 16) + (x & 0xFFFF) * c) & _M32
-
-
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """lowbias32 (C. Wellons): a bijection on 32-bit integers with full avalanche."""
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
-
-
-def keyed_uniform(keys: torch.Tensor, stream: int, n: int) -> torch.Tensor:
-    """(B, n) float32 uniforms in (0, 1), a counter-based hash of (key, stream, index): the same on
-    every device and for any batching, and one vectorised computation for the whole batch (a
-    torch.Generator per example took 56 ms of a 1.8 s `small` CPU step, and B small launches on a GPU)."""
-    lo = _mix32((keys & _M32) ^ (0x9E3779B9 * (stream + 1) & _M32))[:, None]
-    hi = _mix32((keys >> 32) ^ (0x85EBCA6B * (stream + 1) & _M32))[:, None]
-    index = torch.arange(n, device=keys.device)[None, :]
-    h = _mix32(_mix32(_mix32(index ^ lo) ^ hi) ^ lo)
-    return ((h >> 8).float() + 0.5) * 2.0 ** -24  # 24 bits: exact in float32, never 0 or 1
-
-
-def draw_noise(keys: list[int], seq_len: int, num_predictions: int, device) -> Noise:
-    """The noise of examples with these keys: it depends only on each example's key."""
-    k = torch.tensor(keys, dtype=torch.int64, device=device)
-    return Noise(keyed_uniform(k, 0, seq_len), keyed_uniform(k, 1, num_predictions),
-                 keyed_uniform(k, 2, num_predictions))
 
 
 class ElectraOutput(NamedTuple):
@@ -117,6 +61,14 @@ def prediction_counts(input_ids, mask_prob: float, max_predictions: int):
     tokens, at least 1 and at most max_predictions (official `pretrain_helpers.mask`)."""
     n = maskable(input_ids).sum(1)
     return torch.minimum(torch.round(n.double() * mask_prob).long().clamp(min=1, max=max_predictions), n)
+
+
+def loss_denominators(input_ids, mask_prob: float, max_predictions: int) -> tuple[int, int]:
+    """A step's number of predictions and of real tokens, the losses' denominators: the trainer
+    sums them over the whole step (all micro-batches and ranks), so that accumulation and several
+    processes equal one big batch."""
+    return (int(prediction_counts(input_ids, mask_prob, max_predictions).sum()),
+            int((input_ids != PAD_ID).sum()))
 
 
 def mask_tokens(input_ids, select_noise, keep_noise, mask_prob: float,

@@ -16,12 +16,11 @@ import json
 import math
 from pathlib import Path
 
-from electra.checkpoint import CONFIG_FILE
 from electra.config import Config
 from electra.errors import UsageError
 from electra.flops import training_flops_per_token
-
-METRICS_FILE = "metrics.jsonl"
+from electra.metrics_log import read_metrics
+from electra.rundir import CONFIG_FILE, METRICS_FILE
 
 
 def load_history(run) -> dict:
@@ -31,13 +30,7 @@ def load_history(run) -> dict:
         raise UsageError(f"{str(run)!r} is not a run with metrics (no {METRICS_FILE}); give the --out of "
                          "`electra pretrain`")
     cfg = Config.from_dict(json.loads((run / CONFIG_FILE).read_text()))
-    train, val = [], []
-    for line in (run / METRICS_FILE).read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a crash
-        (val if record.get("split") == "val" else train).append(record)
+    train, val = read_metrics(run / METRICS_FILE)
     tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
     flops = training_flops_per_token(cfg) * tokens_per_step
     for r in train + val:

@@ -207,6 +207,14 @@ def custom_task(file_format: str, text_column: str, pair_column: str | None, lab
     return replace(spec, labels=labels)
 
 
+def task_spec(name: str, data_dir, text_column: str | None = None, pair_column: str | None = None,
+              label_column: str | None = None, regression: bool = False) -> TaskSpec:
+    """A GLUE task by name, or "custom" from the files in `data_dir` and the columns given."""
+    if name != "custom":
+        return GLUE[name]
+    return custom_task(detect_format(data_dir), text_column, pair_column, label_column, regression, data_dir)
+
+
 def detect_format(data_dir) -> str:
     d = Path(data_dir)
     for fmt in ("tsv", "csv", "jsonl"):

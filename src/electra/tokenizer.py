@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from electra.config import DataConfig
 from electra.corpus import ReadStats, check_corpus_files, read_documents
 from electra.errors import UsageError
 
@@ -46,8 +48,8 @@ def bert_template() -> processors.TemplateProcessing:
     )
 
 
-def train_tokenizer(corpus, out_dir, vocab_size: int = 30522, lowercase: bool = True,
-                    normalization: str = "nfkc", doc_sep: str = "line",
+def train_tokenizer(corpus, out_dir, vocab_size: int = DataConfig.vocab_size, lowercase: bool = DataConfig.lowercase,
+                    normalization: str = DataConfig.normalization, doc_sep: str = DataConfig.doc_sep,
                     show_progress: bool = True) -> ReadStats:
     """Train BPE on the corpus files (streamed) and write `out_dir/tokenizer.json` atomically."""
     files = check_corpus_files(corpus)
@@ -100,3 +102,13 @@ def load_tokenizer(path) -> Tokenizer:
                              "train the tokenizer with `electra tokenizer`")
     return tok
 
+
+def pad_batch(id_lists, type_lists, device="cpu"):
+    """(ids, token types, attention mask) tensors of encoded texts, right-padded with [PAD] to the
+    longest of them."""
+    T = max(len(x) for x in id_lists)
+    ids = torch.full((len(id_lists), T), PAD_ID, dtype=torch.long)
+    types = torch.zeros_like(ids)
+    for i, (x, y) in enumerate(zip(id_lists, type_lists)):
+        ids[i, :len(x)], types[i, :len(y)] = torch.tensor(x, dtype=torch.long), torch.tensor(y, dtype=torch.long)
+    return ids.to(device), types.to(device), (ids != PAD_ID).to(device)
