@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from electra.cli import COMMANDS, main
 from tests.conftest import TINY, run_cli
 
 
@@ -63,3 +64,13 @@ def test_console_script_exits_2_without_traceback(tmp_path):
                            "--out", str(tmp_path / "run")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [[command, "--bad-flag"] for command in COMMANDS] + [
+    ["pretrain", "--out", "r", "--lr", "abc"], ["bench", "--steps", "ten"], ["compare", "--seeds", "1,x"], []])
+def test_usage_errors_are_one_line_pointing_at_help(argv, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("electra") and "--help" in err, err

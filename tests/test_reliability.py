@@ -20,7 +20,7 @@ from electra.checkpoint import checkpoint_problem, latest_checkpoint, list_check
 from electra.errors import UsageError
 from electra.objective import Electra
 from electra.train import pretrain
-from tests.conftest import tiny_config
+from tests.conftest import TINY, make_corpus, tiny_config
 
 
 def final_weights(run) -> dict[str, torch.Tensor]:
@@ -146,18 +146,60 @@ def test_no_checkpoint_with_non_finite_weights_is_written(tmp_path, data_dir):
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, data_dir, monkeypatch):
-    save_file, calls = electra.checkpoint.save_file, {"n": 0}
+    save_file = electra.checkpoint.save_file
 
-    def disk_full_on_the_second(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
+    def disk_full_after_the_first_checkpoint(*args, **kwargs):
+        if list_checkpoints(tmp_path / "run"):
             raise OSError(errno.ENOSPC, "No space left on device")
         return save_file(*args, **kwargs)
 
-    monkeypatch.setattr(electra.checkpoint, "save_file", disk_full_on_the_second)
+    monkeypatch.setattr(electra.checkpoint, "save_file", disk_full_after_the_first_checkpoint)
     cfg = tiny_config(data_dir, **{"train.max_steps": 8, "train.checkpoint_every": 2})
     with pytest.raises(UsageError, match="No space left on device.*step-00000002 is intact.*--resume"):
         pretrain(cfg, tmp_path / "run", data_dir, show_progress=False)
     root = tmp_path / "run" / "checkpoints"
     assert [p.name for p in root.iterdir()] == ["step-00000002"]  # no temporary folder left
     assert checkpoint_problem(root / "step-00000002") is None
+
+
+def test_one_resume_command_rerun_after_sigkills_anywhere_ends_bit_identical(tmp_path):
+    """A preemptible job reruns one command line until it finishes: `--resume` starts a run that has
+    nothing to resume yet, and the end is the uninterrupted run's, whatever the kills interrupted."""
+    corpus = make_corpus(tmp_path / "corpus.txt", documents=3000, seed=4)
+    steps = 12
+
+    def command(run):
+        return cli("--corpus", corpus, "--out", run, "--resume", "--max-steps", steps, "--seed", 3, "--checkpoint-every",
+                   2, "--set", "train.time_budget=", *TINY)
+
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    subprocess.run(command(reference), check=True, capture_output=True)
+
+    building = lambda: list(tmp_path.glob(".killed.tmp-*"))  # noqa: E731  (start_run's temporary folder)
+    moments = {  # kill as soon as this holds
+        "training the tokenizer": lambda: bool(building()),
+        "preparing the data": lambda: any((b / "tokenizer.json").is_file() for b in building()),
+        "set up, before the first checkpoint": lambda: (killed / "config.json").is_file(),
+        "between checkpoints": lambda: len(list_checkpoints(killed)) > 0 and int(
+            list_checkpoints(killed)[-1].name[5:]) >= random.choice([2, 4, 6]),
+    }
+    interrupted = []
+    for moment, reached in moments.items():
+        proc = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not reached() and proc.poll() is None:
+            time.sleep(0.002)
+        proc.kill()
+        if proc.wait() == -signal.SIGKILL:
+            interrupted.append(moment)
+    assert len(interrupted) >= 3, interrupted  # each moment lasts long enough to be caught, mostly
+    subprocess.run(command(killed), check=True, capture_output=True)
+    assert not list(tmp_path.glob(".killed.*")), "no temporary folder left behind"
+    for name in ("tokenizer.json", "data/index.json", "data/train-00000.tokens"):
+        assert (killed / name).read_bytes() == (reference / name).read_bytes(), name
+    assert int(latest_checkpoint(killed).name[5:]) == steps
+    assert_same_weights(final_weights(killed), final_weights(reference))
+    # no record left over from a killed attempt; the held-out evaluation the same (a training log
+    # line averages the steps since the process started, so its losses differ after a resume)
+    logged = [[(r["step"], r.get("split"), r.get("disc_auc")) for r in map(json.loads, (run / "metrics.jsonl").open())]
+              for run in (killed, reference)]
+    assert logged[0] == logged[1]

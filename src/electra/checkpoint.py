@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, load_model, save_file
 
 from electra.atomic import building_dir, fsync_path
 from electra.errors import UsageError
@@ -94,7 +94,7 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer=None,
     root = Path(run_dir) / CHECKPOINT_DIR
     final = root / checkpoint_name(step)
     with building_dir(final) as tmp:  # the same step saved again (the final step) replaces the old one
-        save_model(model, str(tmp / MODEL_FILE))
+        save_file(unique_tensors(model.state_dict()), str(tmp / MODEL_FILE), metadata={"format": "pt"})
         state = dict(state or {}, step=step)
         tensors = rng_state_tensors()
         if optimizer is not None:
@@ -109,6 +109,18 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer=None,
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def unique_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict with each shared tensor once, under the first of its names in sorted order (the
+    name safetensors' `save_model` keeps; `load_model` restores the sharing from the model). Unlike
+    `save_model`, no metadata lists the dropped aliases: safetensors writes metadata from a hash map,
+    in a different order in every process, and the file would differ from run to run."""
+    kept = {}
+    for name in sorted(state):
+        t = state[name]
+        kept.setdefault((t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype), name)
+    return {name: state[name].detach().contiguous() for name in kept.values()}
 
 
 def remove_stale_temporaries(run_dir):

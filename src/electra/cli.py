@@ -23,8 +23,16 @@ def _add_corpus_args(p, required=True):
                    help="one document per line (default) or blank-line separated (WikiText)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the problem and where the flags are listed
+    (not the whole usage text), exit code 2. Subcommand parsers are of this class too."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="electra", description="ELECTRA pre-training from scratch.")
+    parser = _Parser(prog="electra", description="ELECTRA pre-training from scratch.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -52,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="TOML or JSON file with model/objective/data/train")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set train.lr=1e-3 (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue RUN from its latest checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue RUN from its latest checkpoint; safe to pass always: starts RUN if it has "
+                        "nothing to resume yet, and checks --corpus/--data against what RUN was started with")
     for flag, key, typ in (("--batch-size", "train.batch_size", int), ("--lr", "train.lr", float),
                            ("--seq-len", "data.seq_len", int), ("--max-steps", "train.max_steps", int),
                            ("--time-budget", "train.time_budget", str), ("--seed", "train.seed", int),
@@ -158,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator", metavar="DIR", help="the generator directory, if elsewhere")
     p.add_argument("--out", required=True, metavar="RUN")
     p.add_argument("--preset", help="training settings to start from (default small)")
+    parser.commands = sub.choices  # name -> its parser
     return parser
 
 
@@ -216,7 +227,7 @@ def cmd_pretrain(args):
         # Rank 0 makes (or extends) the run directory; the others wait and get its config.
         cfg, data = run_on_main(ranks, lambda: open_run(
             args.out, overrides=_overrides(args), corpus=args.corpus, data_dir=args.data, resume=args.resume,
-            show_progress=not args.no_progress, **_given(args, preset="preset")))
+            show_progress=not args.no_progress, preset=args.preset))
         from electra.runtime import keep_freed_memory_on_cpu
         from electra.train import pretrain
 
@@ -341,7 +352,10 @@ COMMANDS = {"tokenizer": cmd_tokenizer, "prepare": cmd_prepare, "pretrain": cmd_
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # name the subcommand whose flags were meant
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         COMMANDS[args.command](args)
     except UsageError as e:

@@ -78,8 +78,14 @@ def _wordpiece_from_vocab(folder: Path) -> Tokenizer:
     lower = True
     if (folder / "tokenizer_config.json").is_file():
         lower = json.loads((folder / "tokenizer_config.json").read_text()).get("do_lower_case", True)
-    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(lines)}, unk_token="[UNK]"))
+    vocab = {t: i for i, t in enumerate(lines)}
+    if len(vocab) != len(lines):
+        raise UsageError(f"{str(folder / 'vocab.txt')!r} lists a token twice; give the model's own vocab.txt")
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=lower)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
+    # "[MASK]" and the others written in a text are one token each, as in our BPE tokenizers (the
+    # trainer adds them) and in transformers (which adds special_tokens_map.json's entries)
+    tok.add_special_tokens([t for t in SPECIAL_TOKENS if t in vocab])
     return tok

@@ -59,10 +59,10 @@ class NullLog:
 class MetricsLog:
     """`metrics.jsonl` (one JSON record per log or eval step) and the one-line console echo."""
 
-    def __init__(self, path: Path, resume_step: int):
+    def __init__(self, path: Path, start_step: int):
         self.path = path
-        if resume_step and path.exists():  # drop records past the checkpoint we resume from
-            kept = [line for line in path.read_text().splitlines() if _step_of(line) <= resume_step]
+        if path.exists():  # drop records past the step training starts from (a resumed run's checkpoint)
+            kept = [line for line in path.read_text().splitlines() if _step_of(line) <= start_step]
             write_text_atomic(path, "".join(line + "\n" for line in kept))
 
     def write(self, step: int, record: dict, bar, prefix: str = "step"):

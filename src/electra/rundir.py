@@ -8,6 +8,7 @@ data lives), `data/` when it prepared its own corpus, `metrics.jsonl` and `check
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from tqdm import tqdm
 from electra.atomic import building_dir, require_empty_dir, write_json_atomic
 from electra.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from electra.config import Config, apply_overrides, preset_config
+from electra.corpus import check_corpus_files
 from electra.data import COUNTS_FILE, load_index, prepare_corpus
 from electra.errors import UsageError
 from electra.objective import build_model
@@ -30,10 +32,12 @@ METRICS_FILE = "metrics.jsonl"
 DATA_DIR = "data"
 
 
-def start_run(cfg: Config, run_dir, corpus=None, data_dir=None, show_progress: bool = True):
+def start_run(cfg: Config, run_dir, corpus=None, data_dir=None, show_progress: bool = True,
+              preset: str | None = None):
     """Make a run directory: tokenizer + prepared data (from `corpus`) or a link to `data_dir`.
-    Built under a temporary name and renamed, so a failed setup leaves nothing behind.
-    Returns (cfg with the tokenizer's vocabulary size, data directory)."""
+    Built under a temporary name and renamed, so a failed setup leaves nothing behind. `run.json`
+    records where the data came from, for `--resume` to check. Returns (cfg with the tokenizer's
+    vocabulary size, data directory)."""
     run = require_empty_dir(run_dir, "continue it with --resume, or choose a new --out")
     with building_dir(run) as tmp:
         if corpus:
@@ -50,7 +54,9 @@ def start_run(cfg: Config, run_dir, corpus=None, data_dir=None, show_progress: b
             shutil.copyfile(data / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
         shutil.copyfile((tmp / DATA_DIR if corpus else data) / COUNTS_FILE, tmp / COUNTS_FILE)
         cfg = apply_overrides(cfg, {"model.vocab_size": load_tokenizer(tmp).get_vocab_size()})
-        (tmp / RUN_FILE).write_text(json.dumps({"data_dir": str(data)}, indent=2))
+        record = {"data_dir": str(data), "preset": preset, **source_record(corpus, data_dir),
+                  "data_sha256": data_fingerprint(tmp / DATA_DIR if corpus else data)}
+        (tmp / RUN_FILE).write_text(json.dumps(record, indent=2))
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2))
     return cfg, data
 
@@ -94,29 +100,97 @@ def attach_data(cfg: Config, run_dir, corpus=None, data_dir=None, show_progress:
     return data
 
 
-def open_run(out, preset: str = "tiny", overrides: dict | None = None, corpus=None, data_dir=None,
+def open_run(out, preset: str | None = None, overrides: dict | None = None, corpus=None, data_dir=None,
              resume: bool = False, show_progress: bool = True) -> tuple[Config, Path]:
     """What `electra pretrain` trains: (config, data directory) of a new run (tokenizer + data from
-    `corpus`, or `data_dir`), of a resumed one, or of an imported one that gets its data now."""
-    overrides = overrides or {}
-    config_path = Path(out) / CONFIG_FILE
-    if resume:
-        if not config_path.is_file():
-            raise UsageError(f"nothing to resume in {str(out)!r} (no {CONFIG_FILE}); start without --resume")
-        cfg = apply_overrides(Config.from_dict(json.loads(config_path.read_text())), overrides)
-        data = run_data_dir(out)
-        if data is not None and (corpus or data_dir):
-            raise UsageError("--resume continues RUN on its own data; drop --corpus/--data")
-        if data is None:  # an imported run: it trains on the corpus given now
-            if bool(corpus) == bool(data_dir):
-                raise UsageError(f"{str(out)!r} has no data yet (an imported model); give --corpus FILE... "
-                                 "or --data DIR with --resume")
-            data = attach_data(cfg, out, corpus, data_dir, show_progress=show_progress)
-        return cfg, data
-    if bool(corpus) == bool(data_dir):
-        raise UsageError("give either --corpus FILE... (raw text) or --data DIR (prepared shards)")
-    cfg = apply_overrides(preset_config(preset), overrides)
-    return start_run(cfg, out, corpus, data_dir, show_progress=show_progress)
+    `corpus`, or `data_dir`), of a resumed one, or of an imported one that gets its data now.
+
+    `resume` is safe to pass always, so that a preemptible job can rerun one command line until it
+    finishes: with nothing to resume yet (not even started, or killed while preparing) the run
+    starts; otherwise it continues, after checking that `corpus` / `data_dir` / `preset`, if
+    given, are what the run recorded."""
+    out, overrides = Path(out), overrides or {}
+    if resume and not (out / CONFIG_FILE).is_file():
+        if not (corpus or data_dir):
+            raise UsageError(f"nothing to resume in {str(out)!r} (no {CONFIG_FILE}); start it with --corpus "
+                             "FILE... or --data DIR")
+        for stale in out.parent.glob(f".{out.name}.tmp-*"):  # a start that was killed half-way
+            shutil.rmtree(stale, ignore_errors=True)
+        tqdm.write(f"nothing to resume in {out} yet: starting it")
+        resume = False
+    if not resume:
+        if bool(corpus) == bool(data_dir):
+            raise UsageError("give either --corpus FILE... (raw text) or --data DIR (prepared shards)")
+        cfg = apply_overrides(preset_config(preset or "tiny"), overrides)
+        return start_run(cfg, out, corpus, data_dir, show_progress=show_progress, preset=preset or "tiny")
+    cfg = apply_overrides(Config.from_dict(json.loads((out / CONFIG_FILE).read_text())), overrides)
+    record = _run_record(out)
+    if preset and record.get("preset") not in (None, preset):
+        raise UsageError(f"{str(out)!r} was started with --preset {record['preset']}, not {preset}; drop --preset "
+                         "or give the run's")
+    data = run_data_dir(out)
+    if data is None:  # an imported run: it trains on the corpus given now
+        if bool(corpus) == bool(data_dir):
+            raise UsageError(f"{str(out)!r} has no data yet (an imported model); give --corpus FILE... "
+                             "or --data DIR with --resume")
+        return cfg, attach_data(cfg, out, corpus, data_dir, show_progress=show_progress)
+    if corpus or data_dir:
+        check_same_source(out, record, data, corpus, data_dir)
+    return cfg, data
+
+
+def _run_record(run: Path) -> dict:
+    try:
+        return json.loads((run / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def source_record(corpus=None, data_dir=None) -> dict:
+    """What a run's data came from: the corpus files (path and size), or the prepared directory."""
+    if corpus:
+        return {"corpus": [{"path": str(f.resolve()), "bytes": f.stat().st_size} for f in check_corpus_files(corpus)]}
+    return {"data": str(Path(data_dir).resolve())}
+
+
+def data_fingerprint(data_dir) -> str:
+    """SHA-256 over a prepared directory's files (names and contents, in name order)."""
+    digest = hashlib.sha256()
+    for f in sorted(p for p in Path(data_dir).iterdir() if p.is_file()):
+        digest.update(f.name.encode() + b"\0")
+        with open(f, "rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_same_source(run: Path, record: dict, data: Path, corpus=None, data_dir=None):
+    """A resumed run given --corpus / --data: they must be what it was started with, and its
+    prepared data unchanged since; otherwise a UsageError naming the difference."""
+    given = source_record(corpus, data_dir)
+    fix = "give the run's own, or drop --corpus/--data when resuming"
+    if "corpus" in given and "corpus" in record:
+        was, now = [c["path"] for c in record["corpus"]], [c["path"] for c in given["corpus"]]
+        if was != now:
+            extra, missing = sorted(set(now) - set(was)), sorted(set(was) - set(now))
+            what = f"{extra[0]!r} is not one of its files" if extra else (
+                f"{missing[0]!r} is missing" if missing else "the files are in another order")
+            raise UsageError(f"--corpus differs from the one {str(run)!r} was started with: {what}; {fix}")
+        for w, n in zip(record["corpus"], given["corpus"]):
+            if w["bytes"] != n["bytes"]:
+                raise UsageError(f"--corpus file {n['path']!r} has {n['bytes']:,} bytes, {w['bytes']:,} when "
+                                 f"{str(run)!r} was started; {fix}")
+    elif "data" in given and "data" in record:
+        if given["data"] != record["data"]:
+            raise UsageError(f"--data {given['data']!r} is not the directory {str(run)!r} was started with "
+                             f"({record['data']!r}); {fix}")
+    elif given:
+        started = "--corpus" if "corpus" in record else "--data" if "data" in record else "nothing recorded"
+        raise UsageError(f"{str(run)!r} was started with {started}, not {'--corpus' if 'corpus' in given else '--data'}; "
+                         f"{fix}")
+    if record.get("data_sha256") and data_fingerprint(data) != record["data_sha256"]:
+        raise UsageError(f"the prepared data in {str(data)!r} changed since {str(run)!r} was started (its SHA-256 "
+                         "differs); restore it or start a new run")
 
 
 @dataclass

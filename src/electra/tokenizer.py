@@ -8,11 +8,15 @@ as a standard `tokenizer.json`, with `[CLS] A [SEP] B [SEP]` templates, loadable
 
 from __future__ import annotations
 
+import json
 import os
+from collections import Counter
+from operator import itemgetter
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tqdm import tqdm
 
 from electra.config import DataConfig
 from electra.corpus import ReadStats, check_corpus_files, read_documents
@@ -51,26 +55,92 @@ def bert_template() -> processors.TemplateProcessing:
 def train_tokenizer(corpus, out_dir, vocab_size: int = DataConfig.vocab_size, lowercase: bool = DataConfig.lowercase,
                     normalization: str = DataConfig.normalization, doc_sep: str = DataConfig.doc_sep,
                     show_progress: bool = True) -> ReadStats:
-    """Train BPE on the corpus files (streamed) and write `out_dir/tokenizer.json` atomically."""
+    """Train BPE on the corpus files (streamed) and write `out_dir/tokenizer.json` atomically. The
+    same corpus and settings give the same file, byte for byte (`train_bpe`)."""
     files = check_corpus_files(corpus)
     if vocab_size < len(SPECIAL_TOKENS) + 32:
         raise UsageError(f"--vocab-size {vocab_size} is too small; use at least {len(SPECIAL_TOKENS) + 32}")
     if vocab_size > 2**31 - 1:
         raise UsageError(f"--vocab-size {vocab_size} is too large")
     tok = build_tokenizer(lowercase, normalization)
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS),
-        continuing_subword_prefix=SUBWORD_PREFIX, limit_alphabet=1000, show_progress=show_progress,
-    )
     stats = ReadStats()
-    docs = (" ".join(sentences) for sentences in read_documents(files, doc_sep, stats))
-    tok.train_from_iterator(docs, trainer=trainer)
+    bar = tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True, desc="count words",
+               disable=not show_progress, delay=1)  # shown once it takes a second
+    counts = count_words((" ".join(sentences) for sentences in read_documents(files, doc_sep, stats)), tok,
+                         lambda: bar.update(stats.bytes - bar.n))
+    bar.close()
     if stats.documents == 0:
         raise UsageError("the corpus has no usable text (only empty lines); give files with text")
+    tok.model = train_bpe(counts, vocab_size, show_progress=show_progress)
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
     for i, token in enumerate(SPECIAL_TOKENS):  # the trainer puts them first; make sure
         assert tok.token_to_id(token) == i, (token, tok.token_to_id(token))
     save_tokenizer(tok, out_dir)
     return stats
+
+
+def count_words(docs, tok: Tokenizer, progress=None, every: int = 4096) -> Counter:
+    """How often each word occurs, after `tok`'s normalizer and pre-tokenizer: the words the BPE
+    trainer learns from."""
+    normalize, split, word = tok.normalizer.normalize_str, tok.pre_tokenizer.pre_tokenize_str, itemgetter(0)
+    counts: Counter = Counter()
+    for i, doc in enumerate(docs):
+        counts.update(map(word, split(normalize(doc))))
+        if progress and i % every == 0:
+            progress()
+    return counts
+
+
+_STAND_IN = 0xF0000  # Supplementary Private Use Area-A: one stand-in character per "##c" piece
+
+
+def train_bpe(counts: Counter, vocab_size: int, min_frequency: int = 2, limit_alphabet: int = 1000,
+              show_progress: bool = False) -> models.BPE:
+    """BPE merges learned from word counts, deterministically: the same counts give the same model.
+
+    The `tokenizers` trainer (tokenizers/src/models/bpe/trainer.rs, `tokenize_words`) numbers each
+    `##c` piece the first time it meets it while walking a hash map in a random order, and its merge
+    queue breaks ties between equal counts by those numbers; its `compute_alphabet` also cuts the
+    alphabet at a tied count in hash-map order. So we choose the alphabet ourselves (the
+    `limit_alphabet` most frequent characters, ties to the lower code point; other characters are
+    dropped from words, as the library does), and train the library without a prefix on words whose
+    non-initial characters are replaced by private-use stand-ins: every initial token is then one
+    character, numbered in code-point order before any word is read, and every tie is decided by
+    the counts alone. The stand-ins map back to `##c` afterwards."""
+    chars: Counter = Counter()
+    for w, c in counts.items():
+        for ch in w:
+            chars[ch] += c
+    alphabet = sorted(ch for ch, _ in sorted(chars.items(), key=lambda kv: (-kv[1], kv[0]))[:limit_alphabet])
+    keep, stand_in, code = set(alphabet), {}, _STAND_IN
+    for ch in alphabet:
+        while chr(code) in keep:
+            code += 1
+        stand_in[ch], code = chr(code), code + 1
+    original = {v: k for k, v in stand_in.items()}
+
+    def words():  # each word repeated as often as it occurs, in a fixed order
+        for w in sorted(counts):
+            mapped = "".join(ch if i == 0 else stand_in[ch] for i, ch in enumerate(w) if ch in keep)
+            if mapped:
+                yield (mapped + " ") * counts[w]
+
+    trainer = Tokenizer(models.BPE(unk_token="[UNK]"))
+    trainer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer.train_from_iterator(words(), trainer=trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=alphabet, show_progress=show_progress))
+
+    def unmap(piece: str) -> str:
+        if piece[0] in original:
+            return SUBWORD_PREFIX + "".join(original[ch] for ch in piece)
+        return piece[0] + "".join(original.get(ch, ch) for ch in piece[1:])
+
+    vocab = {(t if t in SPECIAL_TOKENS else unmap(t)): i for t, i in trainer.get_vocab().items()}
+    assert len(vocab) == trainer.get_vocab_size()
+    merges = [(unmap(a), unmap(b)) for a, b in
+              (m if isinstance(m, list) else m.split(" ") for m in json.loads(trainer.to_str())["model"]["merges"])]
+    return models.BPE(vocab=vocab, merges=merges, unk_token="[UNK]", continuing_subword_prefix=SUBWORD_PREFIX)
 
 
 def save_tokenizer(tok: Tokenizer, out_dir) -> Path:

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from electra.atomic import write_json_atomic
-from electra.checkpoint import (latest_checkpoint, latest_valid_checkpoint, load_checkpoint,
+from electra.checkpoint import (latest_checkpoint, latest_valid_checkpoint, list_checkpoints, load_checkpoint,
                                 remove_stale_temporaries, save_checkpoint)
 from electra.config import Config
 from electra.data import PretrainingData, stream_indices
@@ -65,7 +65,7 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
     global batch, and only rank 0 writes."""
     run, tc, ranks = Path(run_dir), cfg.train, ranks or Dist()
     t = setup(cfg, run, data_dir, resume, ranks)
-    log = MetricsLog(run / METRICS_FILE, t.step if resume else 0) if ranks.is_main else NullLog()
+    log = MetricsLog(run / METRICS_FILE, t.step) if ranks.is_main else NullLog()
     log.echo(_describe(t))
     budget = tc.time_budget_seconds
     bar = tqdm(total=int(budget) if budget else tc.max_steps, initial=0 if budget else t.step,
@@ -150,11 +150,13 @@ def setup(cfg: Config, run: Path, data_dir, resume: bool, ranks: Dist) -> Traine
     step, elapsed_before = 0, 0.0
     if resume:
         remove_stale_temporaries(run)
-        ckpt = latest_valid_checkpoint(run, warn=tqdm.write)
-        if ckpt is None:
+        if not list_checkpoints(run):  # killed before its first checkpoint: start it again
+            tqdm.write(f"no checkpoint in {run} yet: training from step 0")
+        elif (ckpt := latest_valid_checkpoint(run, warn=tqdm.write)) is None:
             raise UsageError(f"no usable checkpoint in {str(run)!r} to resume from; start without --resume")
-        state = load_checkpoint(ckpt, model, optimizer, restore_rng=True, verify=False)
-        step, elapsed_before = state["step"], state.get("elapsed", 0.0)
+        else:
+            state = load_checkpoint(ckpt, model, optimizer, restore_rng=True, verify=False)
+            step, elapsed_before = state["step"], state.get("elapsed", 0.0)
     if ranks.is_main:
         run.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run / CONFIG_FILE, cfg.to_dict())  # as resolved now (a resume may extend it)
