@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--no-lowercase", action="store_const", const=False, dest="lowercase", help="keep case")
     p.add_argument("--normalization", choices=("nfkc", "nfc", "nfd", "nfkd", "none"), help="default nfkc")
+    p.add_argument("--workers", type=int, help="processes counting words (default 2; the file is the same for any)")
 
     p = sub.add_parser("prepare", help="tokenize text into token shards for pre-training")
     _add_corpus_args(p)
@@ -191,7 +192,8 @@ def cmd_tokenizer(args):
     from electra.tokenizer import train_tokenizer
 
     stats = train_tokenizer(args.corpus, args.out, **_given(args, vocab_size="vocab_size", lowercase="lowercase",
-                                                            normalization="normalization", doc_sep="doc_sep"))
+                                                            normalization="normalization", doc_sep="doc_sep",
+                                                            workers="workers"))
     print(f"tokenizer: {stats.documents:,} documents, {stats.bytes:,} bytes, "
           f"{stats.replaced} undecodable byte sequences replaced -> {Path(args.out) / 'tokenizer.json'}")
 

@@ -121,3 +121,15 @@ def read_documents(paths: Iterable[Path], doc_sep: str = "line",
 def split_sentences(text: str) -> list[str]:
     """A cheap sentence splitter (., ! or ? followed by space); only used to place segment splits."""
     return _SENTENCE_END.split(text)
+
+
+def batched(iterable, n: int):
+    """Lists of n items (the last one shorter), streamed."""
+    batch = []
+    for item in iterable:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from electra.atomic import building_dir, require_empty_dir
 from electra.config import DataConfig
-from electra.corpus import ReadStats, check_corpus_files, read_documents
+from electra.corpus import ReadStats, batched, check_corpus_files, read_documents
 from electra.errors import UsageError
 from electra.tokenizer import CLS_ID, PAD_ID, SEP_ID, load_tokenizer, save_tokenizer
 
@@ -113,7 +113,7 @@ def prepare_corpus(corpus, tokenizer_dir, out_dir, doc_sep: str = DataConfig.doc
         bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="prepare",
                    disable=not show_progress, smoothing=0.1)
         doc_index, tokens, started = 0, 0, time.monotonic()
-        batches = _batched(read_documents(files, doc_sep, stats), DOCS_PER_BATCH)
+        batches = batched(read_documents(files, doc_sep, stats), DOCS_PER_BATCH)
         for batch, encoded in _encode_batches(batches, tok, workers):
             k, train_ids = 0, []
             tokens += sum(len(ids) for ids in encoded)
@@ -190,17 +190,6 @@ def _worker_encode(sentences: list[str]):
 
 def _unflatten(flat: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
     return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
-
-
-def _batched(iterable, n):
-    batch = []
-    for item in iterable:
-        batch.append(item)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def load_index(data_dir) -> dict:
@@ -312,3 +301,13 @@ def stream_indices(n: int, seed: int, start: int, count: int) -> np.ndarray:
         filled, pos = filled + take, pos + take
     return out
 
+
+def pad_batch(id_lists, type_lists, device="cpu"):
+    """(ids, token types, attention mask) tensors of encoded texts, right-padded with [PAD] to the
+    longest of them."""
+    T = max(len(x) for x in id_lists)
+    ids = torch.full((len(id_lists), T), PAD_ID, dtype=torch.long)
+    types = torch.zeros_like(ids)
+    for i, (x, y) in enumerate(zip(id_lists, type_lists)):
+        ids[i, :len(x)], types[i, :len(y)] = torch.tensor(x, dtype=torch.long), torch.tensor(y, dtype=torch.long)
+    return ids.to(device), types.to(device), (ids != PAD_ID).to(device)

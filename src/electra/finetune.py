@@ -30,7 +30,8 @@ from electra.optim import lr_at
 from electra.rundir import load_run
 from electra.runtime import resolve_device, set_cpu_threads
 from electra.tasks import Example, TaskData, TaskSpec, task_metrics
-from electra.tokenizer import TOKENIZER_FILE, load_tokenizer, pad_batch
+from electra.data import pad_batch
+from electra.tokenizer import TOKENIZER_FILE, load_tokenizer
 
 # Official for small / base / large; `tiny` measured on SST-2 (docs/LOG.md): 1e-3 beat 3e-4.
 PRESET_LR = {"tiny": 1e-3, "small": 3e-4, "base": 1e-4, "large": 5e-5}

@@ -13,7 +13,8 @@ import torch
 
 from electra.errors import UsageError
 from electra.rundir import LoadedRun
-from electra.tokenizer import MASK_ID, SPECIAL_TOKENS, SUBWORD_PREFIX, pad_batch
+from electra.data import pad_batch
+from electra.tokenizer import MASK_ID, SPECIAL_TOKENS, SUBWORD_PREFIX
 
 
 @torch.no_grad()

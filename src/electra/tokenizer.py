@@ -8,18 +8,19 @@ as a standard `tokenizer.json`, with `[CLS] A [SEP] B [SEP]` templates, loadable
 
 from __future__ import annotations
 
+import collections
 import json
+import multiprocessing
 import os
 from collections import Counter
 from operator import itemgetter
 from pathlib import Path
 
-import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tqdm import tqdm
 
 from electra.config import DataConfig
-from electra.corpus import ReadStats, check_corpus_files, read_documents
+from electra.corpus import ReadStats, batched, check_corpus_files, read_documents
 from electra.errors import UsageError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -54,9 +55,10 @@ def bert_template() -> processors.TemplateProcessing:
 
 def train_tokenizer(corpus, out_dir, vocab_size: int = DataConfig.vocab_size, lowercase: bool = DataConfig.lowercase,
                     normalization: str = DataConfig.normalization, doc_sep: str = DataConfig.doc_sep,
-                    show_progress: bool = True) -> ReadStats:
+                    show_progress: bool = True, workers: int = 2) -> ReadStats:
     """Train BPE on the corpus files (streamed) and write `out_dir/tokenizer.json` atomically. The
-    same corpus and settings give the same file, byte for byte (`train_bpe`)."""
+    same corpus and settings give the same file, byte for byte (`train_bpe`), with any `workers`
+    (processes counting words)."""
     files = check_corpus_files(corpus)
     if vocab_size < len(SPECIAL_TOKENS) + 32:
         raise UsageError(f"--vocab-size {vocab_size} is too small; use at least {len(SPECIAL_TOKENS) + 32}")
@@ -67,7 +69,7 @@ def train_tokenizer(corpus, out_dir, vocab_size: int = DataConfig.vocab_size, lo
     bar = tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True, desc="count words",
                disable=not show_progress, delay=1)  # shown once it takes a second
     counts = count_words((" ".join(sentences) for sentences in read_documents(files, doc_sep, stats)), tok,
-                         lambda: bar.update(stats.bytes - bar.n))
+                         workers, lambda: bar.update(stats.bytes - bar.n))
     bar.close()
     if stats.documents == 0:
         raise UsageError("the corpus has no usable text (only empty lines); give files with text")
@@ -79,16 +81,49 @@ def train_tokenizer(corpus, out_dir, vocab_size: int = DataConfig.vocab_size, lo
     return stats
 
 
-def count_words(docs, tok: Tokenizer, progress=None, every: int = 4096) -> Counter:
+def count_words(docs, tok: Tokenizer, workers: int = 1, progress=None) -> Counter:
     """How often each word occurs, after `tok`'s normalizer and pre-tokenizer: the words the BPE
-    trainer learns from."""
+    trainer learns from. `workers` > 1 counts batches of documents in that many processes (the
+    counts are sums, so they do not depend on how the documents are split)."""
+    batches = batched(docs, DOCS_PER_COUNT)
+    counts: Counter = Counter()
+    if workers <= 1:
+        for batch in batches:
+            counts.update(_count(tok, batch))
+            progress and progress()
+        return counts
+    context = multiprocessing.get_context("spawn")  # no fork of the tokenizer's thread pool
+    with context.Pool(workers, initializer=_count_init, initargs=(tok.to_str(),)) as pool:
+        in_flight = collections.deque()
+        for batch in batches:  # a bounded number of batches in flight: memory stays flat
+            in_flight.append(pool.apply_async(_count_in_worker, (batch,)))
+            if len(in_flight) >= 2 * workers:
+                counts.update(in_flight.popleft().get())
+                progress and progress()
+        while in_flight:
+            counts.update(in_flight.popleft().get())
+    return counts
+
+
+DOCS_PER_COUNT = 1024
+_worker_tokenizer = None
+
+
+def _count(tok: Tokenizer, docs: list[str]) -> Counter:
     normalize, split, word = tok.normalizer.normalize_str, tok.pre_tokenizer.pre_tokenize_str, itemgetter(0)
     counts: Counter = Counter()
-    for i, doc in enumerate(docs):
+    for doc in docs:  # one call a document: faster than one over the batch joined
         counts.update(map(word, split(normalize(doc))))
-        if progress and i % every == 0:
-            progress()
     return counts
+
+
+def _count_init(tokenizer_json: str):
+    global _worker_tokenizer
+    _worker_tokenizer = Tokenizer.from_str(tokenizer_json)
+
+
+def _count_in_worker(docs: list[str]) -> Counter:
+    return _count(_worker_tokenizer, docs)
 
 
 _STAND_IN = 0xF0000  # Supplementary Private Use Area-A: one stand-in character per "##c" piece
@@ -171,14 +206,3 @@ def load_tokenizer(path) -> Tokenizer:
             raise UsageError(f"{str(file)!r} does not have {token} at id {i}; "
                              "train the tokenizer with `electra tokenizer`")
     return tok
-
-
-def pad_batch(id_lists, type_lists, device="cpu"):
-    """(ids, token types, attention mask) tensors of encoded texts, right-padded with [PAD] to the
-    longest of them."""
-    T = max(len(x) for x in id_lists)
-    ids = torch.full((len(id_lists), T), PAD_ID, dtype=torch.long)
-    types = torch.zeros_like(ids)
-    for i, (x, y) in enumerate(zip(id_lists, type_lists)):
-        ids[i, :len(x)], types[i, :len(y)] = torch.tensor(x, dtype=torch.long), torch.tensor(y, dtype=torch.long)
-    return ids.to(device), types.to(device), (ids != PAD_ID).to(device)
