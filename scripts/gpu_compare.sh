@@ -28,4 +28,4 @@ python3 -m electra compare --corpus "$CORPUS" --budget "$BUDGET" --task "$TASK" 
   --preset "$PRESET" --epochs "$EPOCHS" --set train.device="$DEVICE" --set train.warmup_steps="$WARMUP" \
   --no-progress 2>&1 | grep -v "^step "
 echo "compare took $(( $(date +%s) - start )) s"
-rm -rf "$RESULT"/{electra,mlm}/{data,checkpoints} "$RESULT"/finetune/*/best  # keep what comes back small
+rm -rf "$RESULT"/{data,tokenizer} "$RESULT"/runs/*/checkpoints "$RESULT"/finetune/*/*/best  # keep what comes back small

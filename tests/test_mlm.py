@@ -140,8 +140,45 @@ def test_compare_pretrains_both_fine_tunes_three_and_reports(tmp_path, corpus, c
     assert set(results) == {"electra", "mlm", "scratch"}
     for name, r in results.items():
         assert len(r["seeds"]) == 2 and r["median"] == sorted(r["seeds"])[0] / 2 + sorted(r["seeds"])[1] / 2
-    assert results["electra"]["pretrain_tokens"] == results["mlm"]["pretrain_tokens"] == 4 * 8 * 32
+    assert results["electra"]["pretrain_steps"] == results["mlm"]["pretrain_steps"] == [4]
     assert results["electra"]["pretrain_flops"] > results["mlm"]["pretrain_flops"] > 0  # + the generator
     assert results["scratch"]["pretrain_flops"] == 0
     text = (out / "report.html").read_text()
     assert f"<td>{results['mlm']['median']:.2f}</td>" in text and (out / "heldout_vs_flops.png").is_file()
+
+
+def test_compare_at_equal_flops_with_pretraining_seeds_an_lr_grid_and_a_subset(tmp_path, corpus, capsys):
+    from tests.conftest import SENTENCES
+
+    glue = tmp_path / "SST-2"
+    glue.mkdir()
+    rows = "".join(f"{s} \t{int('!' in s or 'praised' in s)}\n" for s in SENTENCES * 3)
+    for split in ("train", "dev"):
+        (glue / f"{split}.tsv").write_text("sentence\tlabel\n" + rows)
+    tiny = ["--set", "model.hidden_size=32", "--set", "model.num_layers=1", "--set", "model.intermediate_size=37",
+            "--set", "model.embedding_size=24", "--set", "data.seq_len=32", "--set", "train.batch_size=8",
+            "--set", "data.vocab_size=200", "--set", "model.max_position_embeddings=32", "--set", "train.eval_every=2"]
+    out = tmp_path / "cmp"
+    argv = ["compare", "--corpus", corpus, "--budget", "3e9", "--task", "sst2", "--data", glue, "--out", out,
+            "--arm", "electra", "--arm", "wide:objective.generator_size=1.0", "--arm", "scratch",
+            "--pretrain-seeds", "1,2", "--seeds", "1", "--lrs", "1e-3,3e-3", "--train-size", "20", "--epochs", "1",
+            "--jobs", "2", "--no-progress", *tiny]
+    assert main([str(a) for a in argv]) == 0
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert set(results) == {"electra", "wide", "scratch"}
+    for name, r in results.items():
+        assert len(r["seeds"]) == 2  # 2 pre-training seeds x 1 fine-tuning seed (scratch: 2 seeds)
+        assert set(r["median_by_lr"]) == {"0.001", "0.003"} and r["median"] == max(r["median_by_lr"].values())
+    # equal FLOPs: the wider generator costs more a step, so it trains fewer steps
+    flops_per_step = {n: results[n]["pretrain_flops"] / results[n]["pretrain_steps"][0] for n in ("electra", "wide")}
+    assert results["wide"]["pretrain_steps"][0] < results["electra"]["pretrain_steps"][0]
+    for n in ("electra", "wide"):
+        assert 3e9 - flops_per_step[n] < results[n]["pretrain_flops"] <= 3e9
+        assert len(set(results[n]["pretrain_steps"])) == 1 and len(results[n]["heldout"]) == 2
+    report = json.loads((out / "finetune" / "electra-s1" / "lr0.001" / "metrics.json").read_text())
+    assert report["train_examples"] == 20
+    # the same command again: everything is done already, nothing is retrained
+    stamp = (out / "runs" / "wide-s2" / "metrics.jsonl").stat().st_mtime_ns
+    assert main([str(a) for a in argv]) == 0
+    assert (out / "runs" / "wide-s2" / "metrics.jsonl").stat().st_mtime_ns == stamp
+    assert json.loads((out / "results.json").read_text())["results"] == results

@@ -1,4 +1,4 @@
-"""`electra` command line: subcommands map to library calls, nothing else.
+"""`electra` command line: subcommands map to library calls, nothing else (the flags: flags.py).
 
 Flags default to None and only the ones given are passed on, so the library's configs and
 functions hold the only defaults. Bad input raises `UsageError`; `main` prints it on one line
@@ -8,179 +8,12 @@ inside each subcommand.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from electra.errors import UsageError
-
-
-def _add_corpus_args(p, required=True):
-    p.add_argument("--corpus", nargs="+", required=required, metavar="FILE",
-                   help="text files, folders of them or glob patterns; .gz files are decompressed")
-    p.add_argument("--doc-sep", choices=("line", "blank"),
-                   help="one document per line (default) or blank-line separated (WikiText)")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line naming the problem and where the flags are listed
-    (not the whole usage text), exit code 2. Subcommand parsers are of this class too."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="electra", description="ELECTRA pre-training from scratch.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("tokenizer", help="train a BPE tokenizer on text files")
-    _add_corpus_args(p)
-    p.add_argument("--vocab-size", type=int, help="default 30,522 (BERT's)")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--no-lowercase", action="store_const", const=False, dest="lowercase", help="keep case")
-    p.add_argument("--normalization", choices=("nfkc", "nfc", "nfd", "nfkd", "none"), help="default nfkc")
-    p.add_argument("--workers", type=int, help="processes counting words (default 2; the file is the same for any)")
-
-    p = sub.add_parser("prepare", help="tokenize text into token shards for pre-training")
-    _add_corpus_args(p)
-    p.add_argument("--tokenizer", required=True, metavar="DIR")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--val-fraction", type=float,
-                   help="share of documents held out for validation (every k-th document; default 0.005)")
-    p.add_argument("--workers", type=int,
-                   help="tokenizer processes (default 1: one process, the tokenizer's own threads)")
-
-    p = sub.add_parser("pretrain", help="pre-train ELECTRA (tokenizer + prepare + training in one go)")
-    _add_corpus_args(p, required=False)
-    p.add_argument("--data", metavar="DIR", help="prepared data (instead of --corpus)")
-    p.add_argument("--out", required=True, metavar="RUN", help="run directory")
-    p.add_argument("--preset", help="tiny (default), small, base or large")
-    p.add_argument("--config", metavar="FILE", help="TOML or JSON file with model/objective/data/train")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set train.lr=1e-3 (repeatable)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue RUN from its latest checkpoint; safe to pass always: starts RUN if it has "
-                        "nothing to resume yet, and checks --corpus/--data against what RUN was started with")
-    for flag, key, typ in (("--batch-size", "train.batch_size", int), ("--lr", "train.lr", float),
-                           ("--seq-len", "data.seq_len", int), ("--max-steps", "train.max_steps", int),
-                           ("--time-budget", "train.time_budget", str), ("--seed", "train.seed", int),
-                           ("--checkpoint-every", "train.checkpoint_every", int),
-                           ("--eval-every", "train.eval_every", int), ("--device", "train.device", str),
-                           ("--vocab-size", "data.vocab_size", int)):
-        p.add_argument(flag, type=typ, dest=key, help=f"sets {key}")
-    p.add_argument("--objective", choices=("electra", "mlm"), dest="objective.kind",
-                   help="electra (default) or mlm: BERT's masked LM at the same size, the baseline")
-    p.add_argument("--compile", action="store_const", const=True, dest="train.compile",
-                   help="torch.compile the model")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
-
-    p = sub.add_parser("evaluate", help="replaced-token detection metrics of a run on a text file")
-    p.add_argument("--model", required=True, metavar="RUN")
-    _add_corpus_args(p)
-    p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
-    p.add_argument("--max-examples", type=int, help="evaluate at most this many examples")
-    p.add_argument("--batch-size", type=int, help="default 64")
-    p.add_argument("--device", help="default cpu")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-
-    p = sub.add_parser("detect", help="per-word probability that a word was replaced")
-    p.add_argument("--model", required=True, metavar="RUN")
-    p.add_argument("text", nargs="*", help="texts to score (each argument separately); "
-                   "without texts or --file, one text per line from standard input")
-    p.add_argument("--file", metavar="FILE", help="score each line of FILE (batched)")
-    p.add_argument("--json", action="store_true", help="one JSON object per text (JSON Lines)")
-    p.add_argument("--threshold", type=float, help="flag words at or above this probability (default 0.5)")
-    p.add_argument("--top-k", type=int, help="generator suggestions per flagged word (default 3; 0: none)")
-    p.add_argument("--batch-size", type=int, default=32, help="texts scored at once (default 32)")
-    p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
-    p.add_argument("--device", help="default cpu")
-
-    p = sub.add_parser("finetune", help="fine-tune the discriminator on a GLUE task or your own data")
-    p.add_argument("--model", required=True, metavar="RUN", help="a pre-trained run, or none (random init)")
-    p.add_argument("--task", required=True, choices=("sst2", "cola", "mrpc", "stsb", "rte", "custom"))
-    p.add_argument("--data", required=True, metavar="DIR",
-                   help="the task's folder (train/dev[/test] files), e.g. ../shared/data/glue/SST-2")
-    p.add_argument("--out", required=True, metavar="OUT")
-    p.add_argument("--seeds", type=_seed_list, help="comma-separated seeds, e.g. 1,2,3 (default 1)")
-    p.add_argument("--epochs", type=int, help="default: the task's (3; 10 for RTE and STS-B)")
-    p.add_argument("--lr", type=float, help="default: by model size (1e-3 tiny, 3e-4 small, 1e-4 base, 5e-5 large)")
-    p.add_argument("--batch-size", type=int, help="default 32")
-    p.add_argument("--max-length", type=int, help="default 128 (or the model's positions, if fewer)")
-    p.add_argument("--layer-decay", type=float, help="default 0.8")
-    p.add_argument("--step", type=int, help="checkpoint step of RUN (default: the latest)")
-    p.add_argument("--tokenizer", metavar="DIR", help="with --model none: the tokenizer (a run or its folder)")
-    p.add_argument("--preset", help="with --model none: the architecture (default tiny)")
-    p.add_argument("--text-column", help="custom task: the text column")
-    p.add_argument("--text-pair-column", help="custom task: the second text column, if any")
-    p.add_argument("--label-column", help="custom task: the label column")
-    p.add_argument("--regression", action="store_true", help="custom task: numeric labels")
-    p.add_argument("--device", help="default cpu")
-    p.add_argument("--threads", type=int, help="torch intra-op threads on CPU")
-    p.add_argument("--no-progress", action="store_true")
-
-    p = sub.add_parser("compare", help="ELECTRA vs masked LM at the same budget, fine-tuned on a task")
-    _add_corpus_args(p)
-    p.add_argument("--budget", required=True, help="pre-training wall-clock budget of each, e.g. 15m")
-    p.add_argument("--task", required=True, choices=("sst2", "cola", "mrpc", "stsb", "rte"))
-    p.add_argument("--data", required=True, metavar="DIR", help="the task's folder, or the GLUE root")
-    p.add_argument("--out", required=True, metavar="OUT")
-    p.add_argument("--seeds", type=_seed_list, help="fine-tuning seeds (default 1,2,3)")
-    p.add_argument("--preset", help="default tiny")
-    p.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the task's)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="pre-training overrides")
-    p.add_argument("--no-progress", action="store_true")
-
-    p = sub.add_parser("bench", help="time pre-training steps: tokens/s, FLOPs, MFU (and the HF reference)")
-    p.add_argument("--preset", help="default small")
-    p.add_argument("--device", help="default auto")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="default fp32")
-    p.add_argument("--compile", nargs="?", const="default", choices=("default", "reduce-overhead", "max-autotune"),
-                   help="torch.compile the model, optionally with a mode (reduce-overhead: CUDA graphs)")
-    p.add_argument("--batch", type=int, help="default 16")
-    p.add_argument("--seq-len", type=int, help="default 128")
-    p.add_argument("--vocab-size", type=int, help="default: the official 30,522")
-    p.add_argument("--steps", type=int, help="timed steps (default 10)")
-    p.add_argument("--warmup", type=int, help="untimed steps first (default 3)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads on CPU")
-    p.add_argument("--objective", choices=("electra", "mlm"), help="default electra")
-    p.add_argument("--reference", choices=("hf",), help="also time the transformers ELECTRA pair")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("report", help="an HTML page with figures of runs' training curves")
-    p.add_argument("runs", nargs="+", metavar="RUN")
-    p.add_argument("--out", metavar="DIR", help="default: RUN/report (the first RUN)")
-    p.add_argument("--finetuned", action="append", default=[], metavar="NAME=DIR",
-                   help="a row of the downstream table from `electra finetune --out DIR` (repeatable)")
-    p.add_argument("--title", help="default: ELECTRA pre-training")
-
-    p = sub.add_parser("export", help="write a run as Hugging Face ELECTRA directories")
-    p.add_argument("--model", required=True, metavar="RUN")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
-
-    p = sub.add_parser("import", help="make a run from Hugging Face ELECTRA weights")
-    p.add_argument("--hf", required=True, metavar="DIR",
-                   help="a discriminator directory, or an export with discriminator/ and generator/")
-    p.add_argument("--generator", metavar="DIR", help="the generator directory, if elsewhere")
-    p.add_argument("--out", required=True, metavar="RUN")
-    p.add_argument("--preset", help="training settings to start from (default small)")
-    parser.commands = sub.choices  # name -> its parser
-    return parser
-
-
-def _seed_list(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated integers, got {text!r}") from None
-    if not seeds:
-        raise argparse.ArgumentTypeError("names no seed")
-    return seeds
+from electra.flags import build_parser
 
 
 def _given(args, **names) -> dict:
@@ -279,7 +112,7 @@ def cmd_finetune(args):
 
     spec = task_spec(args.task, args.data, args.text_column, args.text_pair_column, args.label_column,
                      args.regression)
-    task = load_task(spec, args.data)
+    task = load_task(spec, args.data, args.train_size)
     set_cpu_threads(args.threads)  # before loading a model: its copies may start the worker threads
     start = starting_point(args.model, args.step, args.tokenizer, **_given(args, preset="preset"))
     cfg = FinetuneConfig(**_given(args, lr="lr", batch_size="batch_size", epochs="epochs", max_length="max_length",
@@ -291,7 +124,7 @@ def cmd_finetune(args):
 
 
 def cmd_compare(args):
-    from electra.compare import compare
+    from electra.compare import CompareConfig, compare
     from electra.config import parse_set_args
     from electra.runtime import keep_freed_memory_on_cpu
 
@@ -299,12 +132,17 @@ def cmd_compare(args):
     if args.doc_sep:
         overrides["data.doc_sep"] = args.doc_sep
     keep_freed_memory_on_cpu(overrides.get("train.device", "auto"))
-    results = compare(args.corpus, args.budget, args.task, args.data, args.out, overrides=overrides,
-                      show_progress=not args.no_progress, **_given(args, seeds="seeds", preset="preset",
-                                                                   epochs="epochs"))
+    given = _given(args, arms="arm", pretrain_seeds="pretrain_seeds", seeds="seeds", lrs="lrs", train_size="train_size",
+                   epochs="epochs", layer_decay="layer_decay", preset="preset")
+    cc = CompareConfig(args.task, args.budget, overrides=overrides,
+                       **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
+    results = compare(cc, args.data, args.out, args.corpus, args.pretrain_data, args.jobs,
+                      show_progress=not args.no_progress)
     for name, r in results.items():
-        print(f"{name:<8} {args.task} dev {r['metric']} median {r['median']:.2f} (seeds "
-              f"{', '.join(f'{v:.2f}' for v in r['seeds'])}); pre-training {r['pretrain_flops']:.3g} FLOPs")
+        heldout = ", ".join(f"AUC {h['disc_auc']:.3f} acc@mask {h['gen_accuracy']:.3f}" for h in r["heldout"])
+        print(f"{name:<10} {args.task} dev {r['metric']} median {r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f}, "
+              f"{len(r['seeds'])} runs) at lr {r['lr']:g}; pre-training {r['pretrain_flops']:.3g} FLOPs"
+              + (f"; held-out {heldout}" if heldout else ""))
     print(f"report: {Path(args.out) / 'report.html'}")
 
 

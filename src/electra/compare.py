@@ -1,66 +1,244 @@
-"""`electra compare`: the paper's claim on your own data and budget. ELECTRA and BERT's masked LM
-pre-train with the same wall-clock budget on the same tokenizer and prepared corpus; both, and a
-random initialisation of the same encoder, are fine-tuned on a task with several seeds. Writes
-`OUT/results.json` (per-seed dev metric, median, pre-training FLOPs and tokens for `electra`, `mlm`
-and `scratch`) and `OUT/report.html` with the curves of both runs against steps, time and FLOPs.
+"""`electra compare`: pre-training objectives and settings side by side, on your data and budget.
+
+Each arm pre-trains on the same tokenizer and prepared corpus with the same budget, once per
+pre-training seed, and every run is fine-tuned on a task with several seeds; `scratch` fine-tunes
+the same encoder from random weights. A budget is wall-clock ("15m") or FLOPs ("6.6e13"): with
+FLOPs each arm trains as many steps as its model's cost allows (equal compute, reproducible, and
+indifferent to a busy machine, so that `--jobs 2` can run two at once). With `--lrs`, each arm's
+fine-tuning learning rate is the grid's best on dev (median over all its runs). An arm is
+`NAME[:KEY=VALUE,...]` of pre-training overrides; `electra` and `mlm` are predefined.
+
+Results: `OUT/results.json` (per arm: the median over pre-training x fine-tuning seeds, every
+value, the learning rate chosen, pre-training FLOPs and held-out metrics) and `OUT/report.html`.
+Finished work is kept: the same command again continues where it stopped.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import math
+import os
+import statistics
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_context
 from pathlib import Path
 
-from electra.atomic import require_empty_dir
-from electra.config import Config, apply_overrides, preset_config
+from electra.config import Config, apply_overrides, parse_duration, preset_config
 from electra.errors import UsageError
-from electra.finetune import FinetuneConfig, StartingPoint, finetune, starting_point
 from electra.flops import training_flops_per_token
-from electra.report import downstream_result, load_history, write_report
-from electra.rundir import start_run
-from electra.tasks import GLUE, load_task
-from electra.tokenizer import load_tokenizer
-from electra.train import pretrain
+from electra.report import load_history, write_report
+from electra.tasks import GLUE
+
+PREDEFINED_ARMS = {"electra": {}, "mlm": {"objective.kind": "mlm"}}
+SCRATCH = "scratch"
 
 
-def compare(corpus, budget: str, task: str, task_dir, out_dir, seeds=(1, 2, 3), preset: str = "tiny",
-            overrides: dict | None = None, epochs: int | None = None, show_progress: bool = True) -> dict:
-    out = require_empty_dir(out_dir)
-    if task not in GLUE:
-        raise UsageError(f"--task {task!r}: compare runs a GLUE task ({', '.join(GLUE)})")
-    spec = GLUE[task]
-    task_data = load_task(spec, task_dir)  # fail on a bad task before pre-training
-    base = apply_overrides(preset_config(preset), {**(overrides or {}), "train.time_budget": budget})
+@dataclass(frozen=True)
+class CompareConfig:
+    task: str
+    budget: str  # "15m" (wall-clock) or "6.6e13" (FLOPs per run)
+    arms: tuple[str, ...] = ("electra", "mlm", SCRATCH)
+    pretrain_seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (1, 2, 3)  # fine-tuning
+    lrs: tuple[float, ...] = ()  # fine-tuning grid; empty: the model size's default
+    train_size: int | None = None
+    epochs: int | None = None
+    layer_decay: float | None = None
+    preset: str = "tiny"
+    overrides: dict = field(default_factory=dict)  # pre-training, every arm
 
-    runs = {"electra": out / "electra", "mlm": out / "mlm"}
-    cfg, data = start_run(base, runs["electra"], corpus=corpus, show_progress=show_progress)
-    pretrain(cfg, runs["electra"], data, show_progress=show_progress)
-    mlm_cfg, _ = start_run(apply_overrides(base, {"objective.kind": "mlm"}), runs["mlm"], data_dir=data)
-    pretrain(mlm_cfg, runs["mlm"], data, show_progress=show_progress)
+    def __post_init__(self):
+        if self.task not in GLUE:
+            raise UsageError(f"--task {self.task!r}: compare runs a GLUE task ({', '.join(GLUE)})")
+        flops_budget(self.budget) or parse_duration(self.budget)
+        for arm in self.arms:
+            arm_overrides(arm)
+        if not self.pretrain_seeds or not self.seeds:
+            raise UsageError("--pretrain-seeds and --seeds need at least one seed each")
 
-    ft_cfg = FinetuneConfig(epochs=epochs)
-    results = {}
-    for name in ("electra", "mlm", "scratch"):
-        if name in runs:
-            start = replace(starting_point(runs[name]), source=name, size=preset)
-        else:  # the same encoder from random weights
-            start = StartingPoint(load_tokenizer(runs["electra"]), cfg.model, None, preset, name)
-        report = finetune(spec, task_data, ft_cfg, start, out / "finetune" / name, list(seeds),
-                          device=cfg.train.device, show_progress=show_progress)  # where pre-training ran
-        results[name] = {**downstream_result(report),
-                         **(_pretraining_cost(runs[name]) if name in runs else {"pretrain_flops": 0,
-                                                                                  "pretrain_tokens": 0})}
-    (out / "results.json").write_text(json.dumps({"task": task, "budget": budget, "preset": preset,
-                                                  "results": results}, indent=2))
-    write_report(list(runs.values()), out, results,
-                 title=f"ELECTRA vs masked LM, {budget} each, {task} dev {spec.metric}")
+
+def flops_budget(budget: str) -> float | None:
+    """The budget in FLOPs if it is written as a number of them (at least 1e9), else None."""
+    try:
+        value = float(budget)
+    except ValueError:
+        return None
+    return value if value >= 1e9 else None
+
+
+def arm_overrides(arm: str) -> dict | None:
+    """`NAME[:KEY=VALUE,...]` -> its pre-training overrides; None for `scratch` (no pre-training)."""
+    name, _, spec = arm.partition(":")
+    if name == SCRATCH:
+        if spec:
+            raise UsageError("the scratch arm takes no overrides (it uses the base architecture)")
+        return None
+    pairs = [p for p in spec.split(",") if p]
+    if not name or any("=" not in p for p in pairs) or (not pairs and name not in PREDEFINED_ARMS):
+        raise UsageError(f"--arm {arm!r}: write NAME:KEY=VALUE[,KEY=VALUE...] (or electra, mlm, scratch)")
+    return {**PREDEFINED_ARMS.get(name, {}), **dict(p.split("=", 1) for p in pairs)}
+
+
+def arm_name(arm: str) -> str:
+    return arm.partition(":")[0]
+
+
+def compare(cc: CompareConfig, task_dir, out_dir, corpus=None, pretrain_data=None, jobs: int = 1,
+            show_progress: bool = True) -> dict:
+    from electra.data import load_index
+    from electra.tasks import load_task
+
+    out = Path(out_dir)
+    _claim(out, cc)
+    load_task(GLUE[cc.task], task_dir, cc.train_size)  # fail on a bad task before pre-training
+    data = _prepared_data(cc, out, corpus, pretrain_data, show_progress)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    runs = {(arm_name(a), s): out / "runs" / f"{arm_name(a)}-s{s}" for a in cc.arms if arm_overrides(a) is not None
+            for s in cc.pretrain_seeds}
+    vocab_size = load_index(data)["vocab_size"]
+    configs = {key: _run_config(cc, arm, key[1], threads, vocab_size) for arm in cc.arms for key in runs
+               if key[0] == arm_name(arm)}
+    _run_all(_pretrain_job, [(configs[k], cc.preset, str(runs[k]), str(data), show_progress and jobs == 1)
+                             for k in runs], jobs)
+
+    lrs = cc.lrs or (None,)
+    finetunes = []  # (arm, pre-training seed or None, lr, folder)
+    for arm in map(arm_name, cc.arms):
+        for s in (cc.pretrain_seeds if arm != SCRATCH else [None]):
+            for lr in lrs:
+                folder = out / "finetune" / f"{arm}-s{s}" / f"lr{lr or 'default'}"
+                finetunes.append((arm, s, lr, folder))
+    _run_all(_finetune_job, [
+        (cc, str(runs[(arm, s)]) if arm != SCRATCH else None, str(data), str(task_dir), lr, str(folder),
+         _scratch_seeds(cc) if arm == SCRATCH else cc.seeds, threads, show_progress and jobs == 1)
+        for arm, s, lr, folder in finetunes if not (folder / "metrics.json").is_file()], jobs)
+
+    results = {arm: _arm_result(arm, finetunes, [runs[k] for k in runs if k[0] == arm]) for arm in map(arm_name, cc.arms)}
+    (out / "results.json").write_text(json.dumps({"config": asdict(cc), "results": results}, indent=2))
+    write_report(list(runs.values()), out, results, title=f"{', '.join(results)}: {cc.budget} each, {cc.task} dev")
     return results
 
 
-def _pretraining_cost(run: Path) -> dict:
-    history = load_history(run)
-    cfg: Config = history["cfg"]
-    steps = history["train"][-1]["step"] if history["train"] else 0
-    tokens = steps * cfg.train.batch_size * cfg.data.seq_len
-    return {"pretrain_steps": steps, "pretrain_tokens": tokens,
-            "pretrain_flops": tokens * training_flops_per_token(cfg)}
+def _claim(out: Path, cc: CompareConfig):
+    """OUT holds this comparison's work (continued), or nothing yet."""
+    marker = out / "compare.json"
+    if marker.is_file():
+        if json.loads(marker.read_text()) != json.loads(json.dumps(asdict(cc))):
+            raise UsageError(f"{str(out)!r} holds a comparison with other settings (its compare.json); "
+                             "give the same flags to continue it, or choose a new --out")
+        return
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{str(out)!r} already exists and is not empty; choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(asdict(cc), indent=2))
+
+
+def _prepared_data(cc: CompareConfig, out: Path, corpus, pretrain_data, show_progress: bool) -> Path:
+    """One tokenizer and prepared corpus for every arm: `pretrain_data`, or `corpus` prepared in OUT/data."""
+    if bool(corpus) == bool(pretrain_data):
+        raise UsageError("give either --corpus FILE... (raw text) or --pretrain-data DIR (prepared shards)")
+    if pretrain_data:
+        return Path(pretrain_data)
+    from electra.atomic import building_dir
+    from electra.data import INDEX_FILE, prepare_corpus
+    from electra.tokenizer import train_tokenizer
+
+    data = out / "data"
+    if not (data / INDEX_FILE).is_file():
+        d = apply_overrides(preset_config(cc.preset), cc.overrides).data
+        with building_dir(out / "tokenizer") as tmp:
+            train_tokenizer(corpus, tmp, d.vocab_size, d.lowercase, d.normalization, d.doc_sep,
+                            show_progress=show_progress)
+        prepare_corpus(corpus, out / "tokenizer", data, d.doc_sep, d.val_fraction, d.val_max_tokens,
+                       show_progress=show_progress)
+    return data
+
+
+def _run_config(cc: CompareConfig, arm: str, seed: int, threads: int, vocab_size: int) -> dict:
+    cfg = apply_overrides(preset_config(cc.preset), {"train.threads": threads, **cc.overrides, **arm_overrides(arm),
+                                                     "train.seed": seed, "model.vocab_size": vocab_size})
+    flops = flops_budget(cc.budget)
+    if flops is None:
+        return apply_overrides(cfg, {"train.time_budget": cc.budget}).to_dict()
+    per_step = training_flops_per_token(cfg) * cfg.train.batch_size * cfg.data.seq_len
+    return apply_overrides(cfg, {"train.time_budget": "", "train.max_steps": max(1, int(flops // per_step))}).to_dict()
+
+
+def _scratch_seeds(cc: CompareConfig) -> tuple[int, ...]:
+    """As many fine-tuning runs as a pre-trained arm has (seeds x pre-training seeds)."""
+    return tuple(s + 1000 * k for k in range(len(cc.pretrain_seeds)) for s in cc.seeds)
+
+
+def _run_all(job, argument_lists: list[tuple], jobs: int):
+    if jobs <= 1 or len(argument_lists) <= 1:
+        for arguments in argument_lists:
+            job(*arguments)
+        return
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        for done in [pool.submit(job, *arguments) for arguments in argument_lists]:
+            done.result()  # re-raises a job's error
+
+
+def _pretrain_job(cfg_dict: dict, preset: str, run: str, data: str, show_progress: bool):
+    """Pre-train one arm's run (continued if it was interrupted; skipped if it is complete)."""
+    from electra.checkpoint import latest_checkpoint
+    from electra.rundir import open_run
+    from electra.train import pretrain
+
+    cfg = Config.from_dict(cfg_dict)
+    last = latest_checkpoint(run)
+    if last is not None:
+        state = json.loads((last / "state.json").read_text())
+        budget = cfg.train.time_budget_seconds
+        if state["step"] >= cfg.train.max_steps or (budget and state.get("elapsed", 0) >= budget):
+            return
+    overrides = {f"{section}.{k}": v for section, values in cfg_dict.items() for k, v in values.items()
+                 if not (section == "model" and k == "vocab_size")}
+    cfg, data_dir = open_run(run, preset, overrides, data_dir=data, resume=True, show_progress=show_progress)
+    pretrain(cfg, run, data_dir, resume=True, show_progress=show_progress)
+
+
+def _finetune_job(cc: CompareConfig, run: str | None, data: str, task_dir: str, lr: float | None, out: str,
+                  seeds, threads: int, show_progress: bool):
+    """Fine-tune a run (or, run None, the base architecture from random weights) with `seeds`."""
+    from electra.finetune import FinetuneConfig, StartingPoint, finetune, starting_point
+    from electra.runtime import set_cpu_threads
+    from electra.tasks import load_task
+    from electra.tokenizer import load_tokenizer
+
+    set_cpu_threads(threads)
+    spec = GLUE[cc.task]
+    if run is None:
+        tokenizer = load_tokenizer(data)
+        base = apply_overrides(preset_config(cc.preset), {**cc.overrides, "model.vocab_size": tokenizer.get_vocab_size()})
+        start = StartingPoint(tokenizer, base.model, None, cc.preset, SCRATCH)
+    else:
+        start = replace(starting_point(run), size=cc.preset, source=Path(run).name)
+    cfg = FinetuneConfig(lr=lr, epochs=cc.epochs, **({"layer_decay": cc.layer_decay} if cc.layer_decay else {}))
+    finetune(spec, load_task(spec, task_dir, cc.train_size), cfg, start, out, seeds, show_progress=show_progress)
+
+
+def _arm_result(arm: str, finetunes, runs: list[Path]) -> dict:
+    """The arm's scores at its best learning rate (median over all its runs on dev), every lr's
+    median, and its pre-training cost and held-out metrics (per pre-training seed)."""
+    by_lr = {}
+    for a, _, lr, folder in finetunes:
+        if a == arm:
+            report = json.loads((folder / "metrics.json").read_text())
+            scores = [100 * r[report["metric"]] for r in report["seeds"].values()]
+            entry = by_lr.setdefault(lr, {"metric": report["metric"], "lr": report["config"]["lr"], "seeds": []})
+            entry["seeds"] += scores
+    best = max(by_lr.values(), key=lambda e: statistics.median(e["seeds"]))
+    result = {"metric": best["metric"], "median": statistics.median(best["seeds"]), "seeds": best["seeds"],
+              "min": min(best["seeds"]), "max": max(best["seeds"]), "lr": best["lr"],
+              "median_by_lr": {str(e["lr"]): statistics.median(e["seeds"]) for e in by_lr.values()},
+              "pretrain_flops": 0, "pretrain_steps": [], "heldout": []}
+    for run in runs:
+        history = load_history(run)
+        steps = history["train"][-1]["step"] if history["train"] else 0
+        result["pretrain_steps"].append(steps)
+        result["pretrain_flops"] = max(result["pretrain_flops"], steps * history["flops_per_step"])
+        last = history["val"][-1] if history["val"] else {}
+        result["heldout"].append({k: last.get(k, math.nan) for k in ("disc_auc", "gen_accuracy")})
+    return result

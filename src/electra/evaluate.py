@@ -7,18 +7,23 @@ loss beside its label entropy (a constant predictor's loss), accuracy, precision
 `evaluate_unigram`: 15% of the tokens replaced by draws from the evaluated text's own unigram
 distribution (fixed seed). The discriminator's AUC there is compared with a baseline that scores
 each token by its rarity in the training corpus: what a model that learned no context achieves.
+
+`replaced_word_top1`: one word of each held-out sentence replaced; how often it is the sentence's
+most suspicious word (the `detect` demo, measured).
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from electra.data import COUNTS_FILE, PretrainingData, prepare_corpus
+from electra.corpus import check_corpus_files, read_documents
+from electra.data import COUNTS_FILE, PretrainingData, pad_batch, prepare_corpus
 from electra.noise import draw_noise, example_keys
 from electra.objective import SPECIAL_IDS, mask_tokens, maskable, summarize
 
@@ -116,6 +121,8 @@ def evaluate_corpus(loaded, corpus, doc_sep: str = "line", batch_size: int = 64,
         if cfg.objective.kind == "electra":
             metrics.update(evaluate_unigram(loaded.model, data, indices, unigram_counts, train_counts,
                                             device, batch_size))
+            metrics.update(replaced_word_top1(loaded, check_corpus_files(corpus), doc_sep, device=device,
+                                              batch_size=batch_size))
     # the share a generator that always predicts the most frequent token would score
     top = int(np.argmax(unigram_counts))
     metrics["top_token"] = loaded.tokenizer.id_to_token(top)
@@ -124,6 +131,52 @@ def evaluate_corpus(loaded, corpus, doc_sep: str = "line", batch_size: int = 64,
     metrics["step"] = loaded.step
     metrics["examples"] = len(indices)
     return metrics
+
+
+def replaced_word_top1(loaded, files, doc_sep: str = "line", max_sentences: int = 1000, device="cpu",
+                       batch_size: int = 64) -> dict:
+    """The detection demo as a measurement: in each held-out sentence of 5-40 words, exactly one word
+    is replaced by a draw from the text's own word distribution (not the word itself); the share of
+    sentences where that word gets the sentence's highest probability (a word's is the max over its
+    pieces, as `detect` shows it), and chance, the mean of one over the sentence's length."""
+    sentences = []
+    for doc in read_documents(files, doc_sep):
+        sentences += [s.split() for s in doc if 5 <= len(s.split()) <= 40]
+        if len(sentences) >= max_sentences:
+            break
+    sentences = sentences[:max_sentences]
+    words = Counter(w for s in sentences for w in s if w.isalpha())
+    vocabulary, weights = list(words), np.array(list(words.values()), np.float64)
+    rng = np.random.default_rng(EVAL_SEED)
+    corrupted = []  # (words, index of the replaced one)
+    for s in sentences:
+        candidates = [i for i, w in enumerate(s) if w.isalpha()]
+        if not candidates or len(vocabulary) < 2:
+            continue
+        i = candidates[rng.integers(len(candidates))]
+        while (new := vocabulary[rng.choice(len(vocabulary), p=weights / weights.sum())]).lower() == s[i].lower():
+            pass
+        corrupted.append((s[:i] + [new] + s[i + 1:], i))
+    tok, hits = loaded.tokenizer, 0
+    tok.enable_truncation(loaded.cfg.model.max_position_embeddings)
+    for start in range(0, len(corrupted), batch_size):
+        chunk = corrupted[start:start + batch_size]
+        texts = [" ".join(ws) for ws, _ in chunk]
+        encodings = tok.encode_batch(texts)
+        ids, types, mask = pad_batch([e.ids for e in encodings], [e.type_ids for e in encodings], device)
+        with torch.no_grad():
+            probs = torch.sigmoid(loaded.model.discriminator(ids, types, mask).float()).cpu().numpy()
+        for (ws, replaced), enc, p in zip(chunk, encodings, probs):
+            ends = np.cumsum([len(w) + 1 for w in ws])  # a word's characters end before its end
+            word_probs = np.zeros(len(ws))
+            for t, ((begin, _), special) in enumerate(zip(enc.offsets, enc.special_tokens_mask)):
+                if not special:
+                    w = int(np.searchsorted(ends, begin, side="right"))
+                    word_probs[w] = max(word_probs[w], p[t])
+            hits += int(np.argmax(word_probs) == replaced)
+    n = max(len(corrupted), 1)
+    return {"replaced_top1": hits / n, "replaced_top1_chance": sum(1 / len(ws) for ws, _ in corrupted) / n,
+            "replaced_sentences": len(corrupted)}
 
 
 def _mkdir(p: Path) -> Path:

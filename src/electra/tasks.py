@@ -58,6 +58,9 @@ GLUE = {
 }
 
 
+TRAIN_SUBSET_SEED = 20_200_323  # `--train-size` draws its subset with this seed, for every arm and run
+
+
 @dataclass
 class Example:
     text: str
@@ -85,7 +88,9 @@ def task_folder(spec: TaskSpec, data_dir) -> Path:
     return d
 
 
-def load_task(spec: TaskSpec, data_dir) -> TaskData:
+def load_task(spec: TaskSpec, data_dir, train_size: int | None = None) -> TaskData:
+    """The task's examples; with `train_size`, a seeded random subset of its training set (the same
+    subset on every call: low-resource fine-tuning, where pre-training shows first)."""
     d = task_folder(spec, data_dir)
     files = {split: d / f"{split}.{spec.file_format}" for split in ("train", "dev", "test")}
     for split in ("train", "dev"):
@@ -93,6 +98,11 @@ def load_task(spec: TaskSpec, data_dir) -> TaskData:
             raise UsageError(f"no {files[split].name} in {str(d)!r}; a {spec.name} folder holds "
                              f"train.{spec.file_format} and dev.{spec.file_format}")
     train = read_examples(spec, files["train"], labeled=True)
+    if train_size is not None:
+        if not 0 < train_size <= len(train):
+            raise UsageError(f"--train-size {train_size}: {spec.name} has {len(train):,} training examples")
+        keep = np.sort(np.random.default_rng(TRAIN_SUBSET_SEED).permutation(len(train))[:train_size])
+        train = [train[i] for i in keep]
     dev = read_examples(spec, files["dev"], labeled=True)
     test = read_examples(spec, files["test"], labeled=False) if files["test"].is_file() else []
     return TaskData(spec, train, dev, test)
