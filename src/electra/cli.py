@@ -196,6 +196,10 @@ def main(argv=None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # name the subcommand whose flags were meant
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    if getattr(args, "text_field", None) and args.corpus:
+        from electra.hf_datasets import PREFIX, HFDataset
+
+        args.corpus = [HFDataset(c, args.text_field) if c.startswith(PREFIX) else c for c in args.corpus]
     try:
         COMMANDS[args.command](args)
     except UsageError as e:

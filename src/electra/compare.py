@@ -92,6 +92,7 @@ def compare(cc: CompareConfig, task_dir, out_dir, corpus=None, pretrain_data=Non
     out = Path(out_dir)
     _claim(out, cc)
     load_task(GLUE[cc.task], task_dir, cc.train_size)  # fail on a bad task before pre-training
+    task_dir = None if task_dir is None else str(task_dir)
     data = _prepared_data(cc, out, corpus, pretrain_data, show_progress)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     runs = {(arm_name(a), s): out / "runs" / f"{arm_name(a)}-s{s}" for a in cc.arms if arm_overrides(a) is not None
@@ -110,7 +111,7 @@ def compare(cc: CompareConfig, task_dir, out_dir, corpus=None, pretrain_data=Non
                 folder = out / "finetune" / f"{arm}-s{s}" / f"lr{lr or 'default'}"
                 finetunes.append((arm, s, lr, folder))
     _run_all(_finetune_job, [
-        (cc, str(runs[(arm, s)]) if arm != SCRATCH else None, str(data), str(task_dir), lr, str(folder),
+        (cc, str(runs[(arm, s)]) if arm != SCRATCH else None, str(data), task_dir, lr, str(folder),
          _scratch_seeds(cc) if arm == SCRATCH else cc.seeds, threads, show_progress and jobs == 1)
         for arm, s, lr, folder in finetunes if not (folder / "metrics.json").is_file()], jobs)
 
@@ -136,15 +137,16 @@ def _claim(out: Path, cc: CompareConfig):
 
 def _prepared_data(cc: CompareConfig, out: Path, corpus, pretrain_data, show_progress: bool) -> Path:
     """One tokenizer and prepared corpus for every arm: `pretrain_data`, or `corpus` prepared in OUT/data."""
-    if bool(corpus) == bool(pretrain_data):
+    if corpus and pretrain_data:
         raise UsageError("give either --corpus FILE... (raw text) or --pretrain-data DIR (prepared shards)")
     if pretrain_data:
         return Path(pretrain_data)
     from electra.atomic import building_dir
+    from electra.corpus import BUILTIN
     from electra.data import INDEX_FILE, prepare_corpus
     from electra.tokenizer import train_tokenizer
 
-    data = out / "data"
+    data, corpus = out / "data", corpus or [BUILTIN]
     if not (data / INDEX_FILE).is_file():
         d = apply_overrides(preset_config(cc.preset), cc.overrides).data
         with building_dir(out / "tokenizer") as tmp:
@@ -199,7 +201,7 @@ def _pretrain_job(cfg_dict: dict, preset: str, run: str, data: str, show_progres
     pretrain(cfg, run, data_dir, resume=True, show_progress=show_progress)
 
 
-def _finetune_job(cc: CompareConfig, run: str | None, data: str, task_dir: str, lr: float | None, out: str,
+def _finetune_job(cc: CompareConfig, run: str | None, data: str, task_dir: str | None, lr: float | None, out: str,
                   seeds, threads: int, show_progress: bool):
     """Fine-tune a run (or, run None, the base architecture from random weights) with `seeds`."""
     from electra.finetune import FinetuneConfig, StartingPoint, finetune, starting_point

@@ -5,6 +5,8 @@ undecodable byte sequences become U+FFFD and are counted in `ReadStats`, so that
 tokenizes. Documents are one per line (`doc_sep="line"`) or separated by blank lines
 (`doc_sep="blank"`, WikiText's layout). Sentences are kept apart because the example builder splits
 sentence pairs at sentence boundaries (as google-research/electra's `ExampleBuilder` does with lines).
+A corpus is files, folders, glob patterns, `builtin` (the public-domain books that ship with the
+package, corpus_data/) or `hf:NAME[:CONFIG[:SPLIT]]` (Hugging Face `datasets`, hf_datasets.py).
 """
 
 from __future__ import annotations
@@ -31,12 +33,29 @@ class ReadStats:
     replaced: int = 0  # undecodable byte sequences replaced by U+FFFD
 
 
-def check_corpus_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Resolve corpus paths (files, directories: every file inside, glob patterns; `.gz` files are
-    read decompressed), failing early with one clear message per kind of problem."""
+BUILTIN = "builtin"
+
+
+def builtin_corpus() -> Path:
+    """The corpus that ships with the package: 13 public-domain books, one paragraph per line
+    (corpus_data/LICENSE.md says which and how it was made)."""
+    return Path(__file__).with_name("corpus_data") / "books.txt.gz"
+
+
+def check_corpus_files(paths: Iterable, text_field: str = "text") -> list:
+    """Resolve a corpus (files, directories: every file inside, glob patterns, `.gz` files read
+    decompressed; `builtin`; `hf:` datasets, whose text is in `text_field`), failing early with one
+    clear message per kind of problem. Returns Paths and HFDatasets."""
+    from electra.hf_datasets import PREFIX, HFDataset
+
     files = []
     for p in paths:
-        path = Path(p)
+        if isinstance(p, HFDataset) or str(p).startswith(PREFIX):
+            source = p if isinstance(p, HFDataset) else HFDataset(str(p), text_field)
+            source.check()
+            files.append(source)
+            continue
+        path = builtin_corpus() if str(p) == BUILTIN else Path(p)
         if not path.exists() and any(c in str(p) for c in "*?["):
             matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True))
             if not matches:
@@ -77,9 +96,24 @@ def open_text_bytes(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
-def read_lines(path: Path, stats: ReadStats) -> Iterator[str]:
+def corpus_bytes(sources) -> int | None:
+    """The corpus's size on disk, for progress bars (None when a dataset streams in)."""
+    if any(not isinstance(s, Path) for s in sources):
+        return None
+    return sum(s.stat().st_size for s in sources)
+
+
+def read_lines(path, stats: ReadStats) -> Iterator[str]:
     """Decoded lines without line endings (LF or CRLF), undecodable bytes replaced and counted.
-    `stats.bytes` counts the bytes on disk (compressed for `.gz`), for progress bars."""
+    `stats.bytes` counts the bytes on disk (compressed for `.gz`; a dataset's text), for progress bars."""
+    if not isinstance(path, Path):  # a dataset: each row's text, line by line
+        stats.files += 1
+        for text in path.rows():
+            stats.bytes += len(text.encode("utf-8", errors="replace"))
+            for line in text.split("\n"):
+                stats.lines += 1
+                yield line.rstrip("\r")
+        return
     stats.files += 1
     with open(path, "rb") as disk, (gzip.open(disk, "rb") if path.suffix == ".gz" else disk) as f:
         start = stats.bytes
@@ -95,7 +129,7 @@ def read_lines(path: Path, stats: ReadStats) -> Iterator[str]:
         stats.bytes = start + disk.tell()
 
 
-def read_documents(paths: Iterable[Path], doc_sep: str = "line",
+def read_documents(paths: Iterable, doc_sep: str = "line",
                    stats: ReadStats | None = None) -> Iterator[list[str]]:
     """Yield documents as lists of sentences (non-empty, whitespace-trimmed strings)."""
     stats = stats if stats is not None else ReadStats()

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from electra.atomic import building_dir, require_empty_dir
 from electra.config import DataConfig
-from electra.corpus import ReadStats, batched, check_corpus_files, read_documents
+from electra.corpus import ReadStats, batched, check_corpus_files, corpus_bytes, read_documents
 from electra.errors import UsageError
 from electra.tokenizer import CLS_ID, PAD_ID, SEP_ID, load_tokenizer, save_tokenizer
 
@@ -109,7 +109,7 @@ def prepare_corpus(corpus, tokenizer_dir, out_dir, doc_sep: str = DataConfig.doc
         stats = ReadStats()
         writers = {"train": _ShardWriter(tmp, "train", dtype), "val": _ShardWriter(tmp, "val", dtype)}
         counts = np.zeros(vocab_size, np.int64)
-        total_bytes = sum(f.stat().st_size for f in files)
+        total_bytes = corpus_bytes(files)
         bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="prepare",
                    disable=not show_progress, smoothing=0.1)
         doc_index, tokens, started = 0, 0, time.monotonic()

@@ -11,7 +11,10 @@ import argparse
 
 def _add_corpus_args(p, required=True):
     p.add_argument("--corpus", nargs="+", required=required, metavar="FILE",
-                   help="text files, folders of them or glob patterns; .gz files are decompressed")
+                   help="text files, folders of them or glob patterns (.gz decompressed); builtin (the "
+                        "public-domain books that ship with electra); hf:NAME[:CONFIG[:SPLIT]] (Hugging Face "
+                        "datasets: a hub name, a local parquet/json/arrow file or a save_to_disk folder)")
+    p.add_argument("--text-field", help="hf: corpora: the column holding the text (default text)")
     p.add_argument("--doc-sep", choices=("line", "blank"),
                    help="one document per line (default) or blank-line separated (WikiText)")
 
@@ -48,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="pre-train ELECTRA (tokenizer + prepare + training in one go)")
     _add_corpus_args(p, required=False)
-    p.add_argument("--data", metavar="DIR", help="prepared data (instead of --corpus)")
+    p.add_argument("--data", metavar="DIR", help="prepared data (instead of --corpus; with neither, the built-in "
+                                                 "corpus)")
     p.add_argument("--out", required=True, metavar="RUN", help="run directory")
     p.add_argument("--preset", help="tiny (default), small, base or large")
     p.add_argument("--config", metavar="FILE", help="TOML or JSON file with model/objective/data/train")
@@ -94,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="fine-tune the discriminator on a GLUE task or your own data")
     p.add_argument("--model", required=True, metavar="RUN", help="a pre-trained run, or none (random init)")
     p.add_argument("--task", required=True, choices=("sst2", "cola", "mrpc", "stsb", "rte", "custom"))
-    p.add_argument("--data", required=True, metavar="DIR",
-                   help="the task's folder (train/dev[/test] files), e.g. ../shared/data/glue/SST-2")
+    p.add_argument("--data", metavar="DIR",
+                   help="the task's folder (train/dev[/test] files), e.g. ../shared/data/glue/SST-2, or hf:PATH "
+                        "of a save_to_disk copy; without it, a GLUE task comes from the hub (nyu-mll/glue)")
     p.add_argument("--out", required=True, metavar="OUT")
     p.add_argument("--seeds", type=_seed_list, help="comma-separated seeds, e.g. 1,2,3 (default 1)")
     p.add_argument("--epochs", type=int, help="default: the task's (3; 10 for RTE and STS-B)")
@@ -120,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain-data", metavar="DIR", help="prepared data (instead of --corpus)")
     p.add_argument("--budget", required=True, help="per pre-training run: wall-clock (15m) or FLOPs (6.6e13)")
     p.add_argument("--task", required=True, choices=("sst2", "cola", "mrpc", "stsb", "rte"))
-    p.add_argument("--data", required=True, metavar="DIR", help="the task's folder, or the GLUE root")
+    p.add_argument("--data", metavar="DIR", help="the task's folder, or the GLUE root (default: from the hub)")
     p.add_argument("--out", required=True, metavar="OUT", help="results; the same command again continues it")
     p.add_argument("--arm", action="append", metavar="NAME[:KEY=VALUE,...]",
                    help="an arm: electra, mlm, scratch (random init) or NAME:overrides (repeatable; "

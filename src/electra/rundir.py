@@ -20,7 +20,7 @@ from tqdm import tqdm
 from electra.atomic import building_dir, require_empty_dir, write_json_atomic
 from electra.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from electra.config import Config, apply_overrides, preset_config
-from electra.corpus import check_corpus_files
+from electra.corpus import BUILTIN, check_corpus_files
 from electra.data import COUNTS_FILE, load_index, prepare_corpus
 from electra.errors import UsageError
 from electra.objective import build_model
@@ -119,8 +119,12 @@ def open_run(out, preset: str | None = None, overrides: dict | None = None, corp
         tqdm.write(f"nothing to resume in {out} yet: starting it")
         resume = False
     if not resume:
-        if bool(corpus) == bool(data_dir):
+        if corpus and data_dir:
             raise UsageError("give either --corpus FILE... (raw text) or --data DIR (prepared shards)")
+        if not (corpus or data_dir):
+            corpus = [BUILTIN]
+            tqdm.write("no --corpus or --data: training on the built-in corpus (13 public-domain books, 1.06 M "
+                       "words; --corpus FILE... for your own text)")
         cfg = apply_overrides(preset_config(preset or "tiny"), overrides)
         return start_run(cfg, out, corpus, data_dir, show_progress=show_progress, preset=preset or "tiny")
     cfg = apply_overrides(Config.from_dict(json.loads((out / CONFIG_FILE).read_text())), overrides)
@@ -149,7 +153,8 @@ def _run_record(run: Path) -> dict:
 def source_record(corpus=None, data_dir=None) -> dict:
     """What a run's data came from: the corpus files (path and size), or the prepared directory."""
     if corpus:
-        return {"corpus": [{"path": str(f.resolve()), "bytes": f.stat().st_size} for f in check_corpus_files(corpus)]}
+        return {"corpus": [{"path": str(f.resolve()), "bytes": f.stat().st_size} if isinstance(f, Path)
+                           else {"path": str(f), "bytes": None} for f in check_corpus_files(corpus)]}
     return {"data": str(Path(data_dir).resolve())}
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from electra.errors import UsageError
+from electra.hf_datasets import GLUE_HUB, glue_rows
 
 
 @dataclass(frozen=True)
@@ -88,24 +89,44 @@ def task_folder(spec: TaskSpec, data_dir) -> Path:
     return d
 
 
-def load_task(spec: TaskSpec, data_dir, train_size: int | None = None) -> TaskData:
-    """The task's examples; with `train_size`, a seeded random subset of its training set (the same
-    subset on every call: low-resource fine-tuning, where pre-training shows first)."""
-    d = task_folder(spec, data_dir)
-    files = {split: d / f"{split}.{spec.file_format}" for split in ("train", "dev", "test")}
-    for split in ("train", "dev"):
-        if not files[split].is_file():
-            raise UsageError(f"no {files[split].name} in {str(d)!r}; a {spec.name} folder holds "
-                             f"train.{spec.file_format} and dev.{spec.file_format}")
-    train = read_examples(spec, files["train"], labeled=True)
+def load_task(spec: TaskSpec, data_dir=None, train_size: int | None = None) -> TaskData:
+    """The task's examples from its folder, or (`data_dir` None or `hf:...`) through Hugging Face
+    `datasets` (GLUE from the hub by default); with `train_size`, a seeded random subset of its
+    training set (the same subset on every call: low-resource fine-tuning, where pre-training
+    shows first)."""
+    if data_dir is None or str(data_dir).startswith("hf:"):
+        train, dev, test = _glue_from_datasets(spec, str(data_dir or f"hf:{GLUE_HUB}"))
+    else:
+        d = task_folder(spec, data_dir)
+        files = {split: d / f"{split}.{spec.file_format}" for split in ("train", "dev", "test")}
+        for split in ("train", "dev"):
+            if not files[split].is_file():
+                raise UsageError(f"no {files[split].name} in {str(d)!r}; a {spec.name} folder holds "
+                                 f"train.{spec.file_format} and dev.{spec.file_format}")
+        train = read_examples(spec, files["train"], labeled=True)
+        dev = read_examples(spec, files["dev"], labeled=True)
+        test = read_examples(spec, files["test"], labeled=False) if files["test"].is_file() else []
     if train_size is not None:
         if not 0 < train_size <= len(train):
             raise UsageError(f"--train-size {train_size}: {spec.name} has {len(train):,} training examples")
         keep = np.sort(np.random.default_rng(TRAIN_SUBSET_SEED).permutation(len(train))[:train_size])
         train = [train[i] for i in keep]
-    dev = read_examples(spec, files["dev"], labeled=True)
-    test = read_examples(spec, files["test"], labeled=False) if files["test"].is_file() else []
     return TaskData(spec, train, dev, test)
+
+
+def _glue_from_datasets(spec: TaskSpec, source: str) -> tuple[list[Example], list[Example], list[Example]]:
+    """A GLUE task's splits through `datasets`, as the TSV readers give them (labels as class
+    indices, in the same order: HF's GLUE numbers them as the TSV files write them)."""
+    if spec.name not in GLUE:
+        raise UsageError("a custom task is read from its files; give --data DIR")
+    splits = []
+    for split in ("train", "dev", "test"):
+        rows = glue_rows(spec.name, source, split)
+        if not rows and split != "test":
+            raise UsageError(f"{source!r} has no {split} rows for {spec.name}")
+        splits.append([Example(text, pair, None if label is None else (float(label) if spec.regression else int(label)),
+                               index) for text, pair, label, index in rows])
+    return tuple(splits)
 
 
 def read_examples(spec: TaskSpec, path: Path, labeled: bool) -> list[Example]:
@@ -222,6 +243,8 @@ def task_spec(name: str, data_dir, text_column: str | None = None, pair_column: 
     """A GLUE task by name, or "custom" from the files in `data_dir` and the columns given."""
     if name != "custom":
         return GLUE[name]
+    if data_dir is None or str(data_dir).startswith("hf:"):
+        raise UsageError("--task custom reads its train and dev files from a folder; give --data DIR")
     return custom_task(detect_format(data_dir), text_column, pair_column, label_column, regression, data_dir)
 
 

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from tqdm import tqdm
 
 from electra.config import DataConfig
-from electra.corpus import ReadStats, batched, check_corpus_files, read_documents
+from electra.corpus import ReadStats, batched, check_corpus_files, corpus_bytes, read_documents
 from electra.errors import UsageError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -66,7 +66,7 @@ def train_tokenizer(corpus, out_dir, vocab_size: int = DataConfig.vocab_size, lo
         raise UsageError(f"--vocab-size {vocab_size} is too large")
     tok = build_tokenizer(lowercase, normalization)
     stats = ReadStats()
-    bar = tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True, desc="count words",
+    bar = tqdm(total=corpus_bytes(files), unit="B", unit_scale=True, desc="count words",
                disable=not show_progress, delay=1)  # shown once it takes a second
     counts = count_words((" ".join(sentences) for sentences in read_documents(files, doc_sep, stats)), tok,
                          workers, lambda: bar.update(stats.bytes - bar.n))
