@@ -20,6 +20,9 @@ def test_training_flops_per_token_by_hand():
     g_layer = 2 * 4 * 64 * 64 + 2 * 2 * 128 * 64 + 2 * 2 * 64 * 256
     gen = 12 * g_layer + 2 * 128 * 64 + 19 / 128 * (2 * 64 * 128 + 2 * 128 * 1000)
     assert training_flops_per_token(cfg) == pytest.approx(3 * (disc + gen))
+    multitask = apply_overrides(cfg, {"objective.disc_mlm_weight": 1.0})  # + the discriminator's vocabulary head
+    assert training_flops_per_token(multitask) == pytest.approx(
+        3 * (disc + gen + 19 / 128 * (2 * 256 * 128 + 2 * 128 * 1000)))
     mlm = apply_overrides(cfg, {"objective.kind": "mlm"})
     assert training_flops_per_token(mlm) == pytest.approx(
         3 * (12 * layer + 2 * 128 * 256 + 19 / 128 * (2 * 256 * 128 + 2 * 128 * 1000)))

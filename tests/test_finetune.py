@@ -138,3 +138,26 @@ def test_finetune_from_a_pretrained_run_on_a_regression_task(tmp_path, corpus, c
 def test_custom_spec_keeps_labels_as_written():
     spec = TaskSpec("custom", labels=("neg", "pos"))
     assert spec.num_outputs == 2 and not spec.regression
+
+
+def test_mean_pooling_reads_the_real_tokens_and_reinit_redraws_only_the_top_layers():
+    from electra.finetune import build_classifier
+
+    from electra.config import ModelConfig
+
+    model_cfg = ModelConfig(vocab_size=99, hidden_size=32, num_layers=3, num_heads=2, intermediate_size=37,
+                            embedding_size=32, max_position_embeddings=16, dropout=0.0)
+    torch.manual_seed(0)
+    pretrained = Classifier(model_cfg, 2, 0.0).encoder.state_dict()
+    spec = GLUE["sst2"]
+    cfg = FinetuneConfig(pooling="mean", reinit_layers=1, encoder_dropout=0.2)
+    model = build_classifier(spec, cfg, model_cfg, pretrained).eval()
+    same = {k: torch.equal(v, pretrained[k]) for k, v in model.encoder.state_dict().items()}
+    assert all(same[k] for k in same if not k.startswith("layers.2."))
+    assert not any(same[k] for k in same if k.startswith("layers.2.") and k.endswith("weight") and "norm" not in k)
+    assert model.encoder.layers[0].hidden_dropout == 0.2
+    ids = torch.tensor([[2, 10, 11, 3, 0, 0], [2, 12, 3, 0, 0, 0]])
+    mask = ids != 0
+    hidden = model.encoder(ids, torch.zeros_like(ids), mask)
+    want = model.head(torch.stack([hidden[0, :4].mean(0), hidden[1, :3].mean(0)]))
+    torch.testing.assert_close(model(ids, torch.zeros_like(ids), mask), want)

@@ -157,6 +157,26 @@ def test_generator_gets_no_gradient_from_the_discriminator_loss():
     assert model.discriminator.head.dense.weight.grad.abs().sum() > 0
 
 
+def test_the_discriminators_own_lm_loss_adds_its_weighted_mean_and_trains_only_the_discriminator():
+    from dataclasses import replace
+
+    model = small_model(gen_weight=0.0, disc_weight=0.0, disc_mlm_weight=2.0)  # only the corrective LM term
+    ids, types, attn, noise = batch_and_noise()
+    out = model(ids, types, attn, noise)
+    mean_nll = out.stats["disc_mlm_loss_sum"] / out.stats["num_predictions"]
+    torch.testing.assert_close(out.loss, 2.0 * mean_nll)
+    out.loss.backward()
+    assert model.disc_lm_head.dense.weight.grad.abs().sum() > 0
+    assert model.discriminator.encoder.layers[0].intermediate.weight.grad.abs().sum() > 0
+    generator_own = [p for n, p in model.generator.named_parameters() if not n.startswith("encoder.embeddings")
+                     and n != "head.word_embeddings.weight"]
+    assert all(p.grad is None or not p.grad.any() for p in generator_own)
+    model.objective = replace(model.objective, disc_mlm_weight=0.0, gen_weight=1.0, disc_weight=50.0)
+    plain = small_model()  # the same weights but for the extra head: the same losses without it
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("disc_lm_head.")})
+    torch.testing.assert_close(model(ids, types, attn, noise).loss, plain(ids, types, attn, noise).loss)
+
+
 def test_generator_and_discriminator_share_embedding_tensors():
     model = small_model()
     assert model.generator.encoder.embeddings is model.discriminator.encoder.embeddings is model.embeddings

@@ -32,6 +32,7 @@ from electra.tasks import GLUE
 
 PREDEFINED_ARMS = {"electra": {}, "mlm": {"objective.kind": "mlm"}}
 SCRATCH = "scratch"
+FINETUNE = "finetune."  # an arm's keys with this prefix set FinetuneConfig fields, the rest pre-training
 
 
 @dataclass(frozen=True)
@@ -68,16 +69,33 @@ def flops_budget(budget: str) -> float | None:
 
 
 def arm_overrides(arm: str) -> dict | None:
-    """`NAME[:KEY=VALUE,...]` -> its pre-training overrides; None for `scratch` (no pre-training)."""
-    name, _, spec = arm.partition(":")
+    """`NAME[:KEY=VALUE,...]` -> its pre-training overrides (`finetune.*` keys excluded); None for
+    `scratch` (no pre-training)."""
+    name, pairs = _parse_arm(arm)
     if name == SCRATCH:
-        if spec:
-            raise UsageError("the scratch arm takes no overrides (it uses the base architecture)")
+        if any(not k.startswith(FINETUNE) for k in pairs):
+            raise UsageError("the scratch arm takes only finetune.* overrides (it uses the base architecture)")
         return None
+    return {**PREDEFINED_ARMS.get(name, {}), **{k: v for k, v in pairs.items() if not k.startswith(FINETUNE)}}
+
+
+def finetune_overrides(arm: str) -> dict:
+    """An arm's fine-tuning settings (`finetune.pooling=mean` -> {"pooling": "mean"}), as typed values."""
+    def typed(text):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+    return {k[len(FINETUNE):]: typed(v) for k, v in _parse_arm(arm)[1].items() if k.startswith(FINETUNE)}
+
+
+def _parse_arm(arm: str) -> tuple[str, dict]:
+    name, _, spec = arm.partition(":")
     pairs = [p for p in spec.split(",") if p]
-    if not name or any("=" not in p for p in pairs) or (not pairs and name not in PREDEFINED_ARMS):
+    if not name or any("=" not in p for p in pairs) or (not pairs and name not in (*PREDEFINED_ARMS, SCRATCH)):
         raise UsageError(f"--arm {arm!r}: write NAME:KEY=VALUE[,KEY=VALUE...] (or electra, mlm, scratch)")
-    return {**PREDEFINED_ARMS.get(name, {}), **dict(p.split("=", 1) for p in pairs)}
+    return name, dict(p.split("=", 1) for p in pairs)
 
 
 def arm_name(arm: str) -> str:
@@ -95,29 +113,36 @@ def compare(cc: CompareConfig, task_dir, out_dir, corpus=None, pretrain_data=Non
     task_dir = None if task_dir is None else str(task_dir)
     data = _prepared_data(cc, out, corpus, pretrain_data, show_progress)
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    runs = {(arm_name(a), s): out / "runs" / f"{arm_name(a)}-s{s}" for a in cc.arms if arm_overrides(a) is not None
-            for s in cc.pretrain_seeds}
     vocab_size = load_index(data)["vocab_size"]
-    configs = {key: _run_config(cc, arm, key[1], threads, vocab_size) for arm in cc.arms for key in runs
-               if key[0] == arm_name(arm)}
-    _run_all(_pretrain_job, [(configs[k], cc.preset, str(runs[k]), str(data), show_progress and jobs == 1)
-                             for k in runs], jobs)
+    # arms that pre-train alike (they differ in fine-tuning only) share their runs
+    runs, configs, shared = {}, {}, {}
+    for arm in cc.arms:
+        if arm_overrides(arm) is None:
+            continue
+        owner = shared.setdefault(json.dumps(arm_overrides(arm), sort_keys=True), arm_name(arm))
+        for s in cc.pretrain_seeds:
+            runs[(arm_name(arm), s)] = out / "runs" / f"{owner}-s{s}"
+            configs[runs[(arm_name(arm), s)]] = _run_config(cc, arm, s, threads, vocab_size)
+    _run_all(_pretrain_job, [(cfg, cc.preset, str(run), str(data), show_progress and jobs == 1)
+                             for run, cfg in configs.items()], jobs)
 
     lrs = cc.lrs or (None,)
-    finetunes = []  # (arm, pre-training seed or None, lr, folder)
-    for arm in map(arm_name, cc.arms):
-        for s in (cc.pretrain_seeds if arm != SCRATCH else [None]):
+    finetunes = []  # (arm, pre-training seed or None, lr, folder, fine-tuning overrides)
+    for arm in cc.arms:
+        name = arm_name(arm)
+        for s in (cc.pretrain_seeds if arm_overrides(arm) is not None else [None]):
             for lr in lrs:
-                folder = out / "finetune" / f"{arm}-s{s}" / f"lr{lr or 'default'}"
-                finetunes.append((arm, s, lr, folder))
+                folder = out / "finetune" / f"{name}-s{s}" / f"lr{lr or 'default'}"
+                finetunes.append((name, s, lr, folder, finetune_overrides(arm)))
     _run_all(_finetune_job, [
-        (cc, str(runs[(arm, s)]) if arm != SCRATCH else None, str(data), task_dir, lr, str(folder),
-         _scratch_seeds(cc) if arm == SCRATCH else cc.seeds, threads, show_progress and jobs == 1)
-        for arm, s, lr, folder in finetunes if not (folder / "metrics.json").is_file()], jobs)
+        (cc, str(runs[(arm, s)]) if s is not None else None, str(data), task_dir, lr, str(folder),
+         cc.seeds if s is not None else _scratch_seeds(cc), threads, show_progress and jobs == 1, ft)
+        for arm, s, lr, folder, ft in finetunes if not (folder / "metrics.json").is_file()], jobs)
 
-    results = {arm: _arm_result(arm, finetunes, [runs[k] for k in runs if k[0] == arm]) for arm in map(arm_name, cc.arms)}
+    results = {arm: _arm_result(arm, finetunes, sorted({runs[k] for k in runs if k[0] == arm}))
+               for arm in map(arm_name, cc.arms)}
     (out / "results.json").write_text(json.dumps({"config": asdict(cc), "results": results}, indent=2))
-    write_report(list(runs.values()), out, results, title=f"{', '.join(results)}: {cc.budget} each, {cc.task} dev")
+    write_report(sorted(set(runs.values())), out, results, title=f"{', '.join(results)}: {cc.budget} each, {cc.task} dev")
     return results
 
 
@@ -202,7 +227,7 @@ def _pretrain_job(cfg_dict: dict, preset: str, run: str, data: str, show_progres
 
 
 def _finetune_job(cc: CompareConfig, run: str | None, data: str, task_dir: str | None, lr: float | None, out: str,
-                  seeds, threads: int, show_progress: bool):
+                  seeds, threads: int, show_progress: bool, overrides: dict | None = None):
     """Fine-tune a run (or, run None, the base architecture from random weights) with `seeds`."""
     from electra.finetune import FinetuneConfig, StartingPoint, finetune, starting_point
     from electra.runtime import set_cpu_threads
@@ -217,7 +242,8 @@ def _finetune_job(cc: CompareConfig, run: str | None, data: str, task_dir: str |
         start = StartingPoint(tokenizer, base.model, None, cc.preset, SCRATCH)
     else:
         start = replace(starting_point(run), size=cc.preset, source=Path(run).name)
-    cfg = FinetuneConfig(lr=lr, epochs=cc.epochs, **({"layer_decay": cc.layer_decay} if cc.layer_decay else {}))
+    cfg = FinetuneConfig(**{"lr": lr, "epochs": cc.epochs, **({"layer_decay": cc.layer_decay} if cc.layer_decay else {}),
+                            **(overrides or {})})
     finetune(spec, load_task(spec, task_dir, cc.train_size), cfg, start, out, seeds, show_progress=show_progress)
 
 
@@ -225,7 +251,7 @@ def _arm_result(arm: str, finetunes, runs: list[Path]) -> dict:
     """The arm's scores at its best learning rate (median over all its runs on dev), every lr's
     median, and its pre-training cost and held-out metrics (per pre-training seed)."""
     by_lr = {}
-    for a, _, lr, folder in finetunes:
+    for a, _, lr, folder, _ in finetunes:
         if a == arm:
             report = json.loads((folder / "metrics.json").read_text())
             scores = [100 * r[report["metric"]] for r in report["seeds"].values()]

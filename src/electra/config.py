@@ -70,6 +70,10 @@ class ObjectiveConfig:
     gen_weight: float = 1.0
     disc_weight: float = 50.0
     temperature: float = 1.0
+    # > 0: the discriminator also predicts the original token at the chosen positions from its own
+    # (corrupted) input, a corrective LM loss of this weight beside RTD (multi-task; not in the
+    # paper; its head is not exported)
+    disc_mlm_weight: float = 0.0
     # Start the discriminator's output bias at logit(mask_prob) instead of 0 (measured to prevent an
     # early collapse to a constant predictor on small CPU models; see docs/LOG.md).
     disc_bias_init: str = "zero"  # "zero" or "base_rate"
@@ -89,6 +93,8 @@ class ObjectiveConfig:
                              "generator_intermediate_size must be >= 0 (0 = derived)")
         if self.temperature <= 0:
             raise UsageError("objective.temperature must be > 0")
+        if self.disc_mlm_weight < 0:
+            raise UsageError("objective.disc_mlm_weight must be >= 0")
         _check_choice(self, "disc_bias_init", ("zero", "base_rate"))
         _check_choice(self, "kind", ("electra", "mlm"))
         _check_fraction(self, "random_token_prob")

@@ -46,8 +46,11 @@ class FinetuneConfig:
     layer_decay: float = 0.8
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
-    dropout: float = 0.1
+    dropout: float = 0.1  # before the classifier
     clip_norm: float = 1.0
+    pooling: str = "cls"  # what the classifier reads: "cls" (official) or "mean" (of the real tokens)
+    reinit_layers: int = 0  # the top encoder layers re-initialised before fine-tuning (Zhang et al. 2021)
+    encoder_dropout: float | None = None  # the encoder's dropout while fine-tuning; None: the model's own
 
     def __post_init__(self):
         if ((self.lr is not None and self.lr <= 0) or self.batch_size < 1 or (self.epochs is not None and self.epochs < 1)
@@ -55,6 +58,10 @@ class FinetuneConfig:
             raise UsageError("fine-tuning needs lr > 0, batch size >= 1, epochs >= 1 and max length >= 8")
         if not 0 < self.layer_decay <= 1:
             raise UsageError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
+        if self.pooling not in ("cls", "mean"):
+            raise UsageError(f"fine-tuning pooling must be cls or mean, got {self.pooling!r}")
+        if self.reinit_layers < 0 or not 0 <= (self.encoder_dropout or 0) < 1:
+            raise UsageError("fine-tuning reinit_layers must be >= 0 and encoder_dropout in [0, 1)")
 
 
 @dataclass
@@ -88,16 +95,24 @@ def starting_point(model: str, step: int | None = None, tokenizer: str | None = 
 
 
 class Classifier(nn.Module):
-    """The discriminator's encoder with dropout + a linear layer on [CLS]."""
+    """The discriminator's encoder with dropout + a linear layer on [CLS] (or on the mean of the
+    real tokens' vectors)."""
 
-    def __init__(self, model_cfg: ModelConfig, num_outputs: int, dropout: float):
+    def __init__(self, model_cfg: ModelConfig, num_outputs: int, dropout: float, pooling: str = "cls"):
         super().__init__()
         self.encoder = Encoder(model_cfg)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(model_cfg.hidden_size, num_outputs)
+        self.pooling = pooling
 
     def forward(self, input_ids, token_type_ids, attention_mask):  # -> (B, outputs)
-        return self.head(self.dropout(self.encoder(input_ids, token_type_ids, attention_mask)[:, 0]))
+        hidden = self.encoder(input_ids, token_type_ids, attention_mask)  # (B, T, D)
+        if self.pooling == "mean":
+            weights = attention_mask.to(hidden.dtype)[..., None]  # (B, T, 1)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+        else:
+            pooled = hidden[:, 0]
+        return self.head(self.dropout(pooled))
 
 
 def parameter_depth(name: str, num_layers: int) -> int:
@@ -169,15 +184,25 @@ def predict(model: Classifier, data: Encoded, spec: TaskSpec, device, batch_size
     return result
 
 
+def build_classifier(spec: TaskSpec, cfg: FinetuneConfig, model_cfg: ModelConfig, encoder_state: dict | None):
+    """The classifier as fine-tuning starts it: the pre-trained encoder (its top `reinit_layers`
+    layers drawn afresh) or random weights, with the fine-tuning dropout."""
+    if cfg.encoder_dropout is not None:
+        model_cfg = replace(model_cfg, dropout=cfg.encoder_dropout, attention_dropout=cfg.encoder_dropout)
+    model = Classifier(model_cfg, spec.num_outputs, cfg.dropout, cfg.pooling)
+    init_weights(model, model_cfg.initializer_range)
+    if encoder_state is not None:
+        model.encoder.load_state_dict(encoder_state)
+        for layer in model.encoder.layers[len(model.encoder.layers) - cfg.reinit_layers:]:
+            init_weights(layer, model_cfg.initializer_range)
+    return model
+
+
 def train_one_seed(spec: TaskSpec, cfg: FinetuneConfig, model_cfg: ModelConfig, encoder_state: dict | None,
                    train: Encoded, dev: Encoded, seed: int, device, show_progress: bool = True, log=print):
     """One fine-tuning run; returns the model and the dev metrics after each epoch."""
     torch.manual_seed(seed)
-    model = Classifier(model_cfg, spec.num_outputs, cfg.dropout)
-    init_weights(model, model_cfg.initializer_range)
-    if encoder_state is not None:
-        model.encoder.load_state_dict(encoder_state)
-    model.to(device).train()
+    model = build_classifier(spec, cfg, model_cfg, encoder_state).to(device).train()
     optimizer = torch.optim.AdamW(layerwise_groups(model, cfg), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-6)
     n = len(train.ids)
     steps_per_epoch = math.ceil(n / cfg.batch_size)

@@ -30,4 +30,6 @@ def training_flops_per_token(cfg: Config) -> float:
     g = generator_config(m, cfg.objective)
     generator = encoder_forward_flops(g, seq_len) + predicted * (2 * g.hidden_size * E + 2 * E * V)
     discriminator = encoder_forward_flops(m, seq_len) + 2 * m.hidden_size * m.hidden_size + 2 * m.hidden_size
+    if cfg.objective.disc_mlm_weight > 0:  # the discriminator's own vocabulary head, at the same positions
+        discriminator += predicted * (2 * m.hidden_size * E + 2 * E * V)
     return 3 * (generator + discriminator)

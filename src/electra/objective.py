@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from electra.config import ModelConfig, ObjectiveConfig, generator_config
-from electra.model import Discriminator, Embeddings, Generator, init_weights, logit
+from electra.model import Discriminator, Embeddings, Generator, GeneratorHead, init_weights, logit
 from electra.noise import Noise
 from electra.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS
 
@@ -186,6 +186,9 @@ class Electra(nn.Module):
         self.generator = Generator(generator_config(model_cfg, objective_cfg),
                                    self.embeddings)
         self.discriminator = Discriminator(model_cfg, self.embeddings)
+        # multi-task (objective.disc_mlm_weight): the discriminator's own vocabulary head
+        self.disc_lm_head = (GeneratorHead(model_cfg, self.embeddings.word_embeddings)
+                             if objective_cfg.disc_mlm_weight > 0 else None)
         init_weights(self, model_cfg.initializer_range)
         if objective_cfg.disc_bias_init == "base_rate":
             # At the start every chosen token is replaced (a random generator is never right).
@@ -218,15 +221,22 @@ class Electra(nn.Module):
         labels = torch.zeros_like(input_ids, dtype=torch.bool)
         labels = labels.scatter(1, m.positions, (sampled != m.originals) & m.weights)  # (B, T)
 
-        disc_logits = self.discriminator(disc_ids, token_type_ids, attention_mask).float()  # (B, T)
+        hidden = self.discriminator.encoder(disc_ids, token_type_ids, attention_mask)  # (B, T, D)
+        disc_logits = self.discriminator.head(hidden).float()  # (B, T)
         disc_bce = F.binary_cross_entropy_with_logits(disc_logits, labels.float(), reduction="none")
         disc_loss = (disc_bce * token_mask).sum() / num_tokens
 
         loss = obj.gen_weight * gen_loss + obj.disc_weight * disc_loss
+        extra = {}
+        if self.disc_lm_head is not None:  # the originals at the chosen positions, from the corrupted input
+            at = hidden.gather(1, m.positions[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, N, D)
+            disc_nll, _ = log_softmax_nll(self.disc_lm_head(at), m.originals)
+            loss = loss + obj.disc_mlm_weight * (disc_nll * m.weights).sum() / num_predictions
+            extra["disc_mlm_loss_sum"] = (disc_nll * m.weights).sum().detach()
         with torch.no_grad():
             stats = _step_stats(gen_logits, m, labels, disc_logits, token_mask, maskable(input_ids))
             stats.update(gen_loss_sum=(gen_nll * m.weights).sum(),
-                         disc_loss_sum=(disc_bce * token_mask).sum())
+                         disc_loss_sum=(disc_bce * token_mask).sum(), **extra)
         return ElectraOutput(loss, stats, disc_logits, labels, token_mask)
 
 
@@ -306,6 +316,8 @@ def summarize(stats: dict[str, float]) -> dict[str, float]:
         "disc_precision": stats["disc_true_pos"] / max(stats["disc_pred_pos"], 1),
         "disc_recall": stats["disc_true_pos"] / max(stats["num_replaced"], 1),
         "replaced_share": stats["num_replaced"] / max(stats["num_scored"], 1),
+        **({"disc_mlm_loss": stats["disc_mlm_loss_sum"] / max(stats["num_predictions"], 1)}
+           if "disc_mlm_loss_sum" in stats else {}),
     }
 
 
