@@ -6,7 +6,9 @@ the same encoder from random weights. A budget is wall-clock ("15m") or FLOPs ("
 FLOPs each arm trains as many steps as its model's cost allows (equal compute, reproducible, and
 indifferent to a busy machine, so that `--jobs 2` can run two at once). With `--lrs`, each arm's
 fine-tuning learning rate is the grid's best on dev (median over all its runs). An arm is
-`NAME[:KEY=VALUE,...]` of pre-training overrides; `electra` and `mlm` are predefined.
+`NAME[:KEY=VALUE,...]` of pre-training overrides (`finetune.*` keys: fine-tuning settings; arms
+that differ only there share their pre-training runs); `electra` and `mlm` are predefined, and
+`scratch` (or `scratch-NAME`) is the base architecture from random weights.
 
 Results: `OUT/results.json` (per arm: the median over pre-training x fine-tuning seeds, every
 value, the learning rate chosen, pre-training FLOPs and held-out metrics) and `OUT/report.html`.
@@ -72,7 +74,7 @@ def arm_overrides(arm: str) -> dict | None:
     """`NAME[:KEY=VALUE,...]` -> its pre-training overrides (`finetune.*` keys excluded); None for
     `scratch` (no pre-training)."""
     name, pairs = _parse_arm(arm)
-    if name == SCRATCH:
+    if name == SCRATCH or name.startswith(SCRATCH + "-"):
         if any(not k.startswith(FINETUNE) for k in pairs):
             raise UsageError("the scratch arm takes only finetune.* overrides (it uses the base architecture)")
         return None
@@ -93,7 +95,8 @@ def finetune_overrides(arm: str) -> dict:
 def _parse_arm(arm: str) -> tuple[str, dict]:
     name, _, spec = arm.partition(":")
     pairs = [p for p in spec.split(",") if p]
-    if not name or any("=" not in p for p in pairs) or (not pairs and name not in (*PREDEFINED_ARMS, SCRATCH)):
+    if (not name or any("=" not in p for p in pairs)
+            or (not pairs and name not in PREDEFINED_ARMS and name.partition("-")[0] != SCRATCH)):
         raise UsageError(f"--arm {arm!r}: write NAME:KEY=VALUE[,KEY=VALUE...] (or electra, mlm, scratch)")
     return name, dict(p.split("=", 1) for p in pairs)
 
