@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import torch
-from transformers import AutoTokenizer, ElectraForPreTraining
+from transformers import AutoModelForPreTraining, AutoTokenizer
 
 
 def main():
@@ -24,8 +24,9 @@ def main():
     detect = subprocess.run([sys.executable, "-m", "electra", "detect", "--model", args.model, "--json",
                              "--top-k", "0", "--file", args.file], capture_output=True, text=True, check=True)
     results = [json.loads(line) for line in detect.stdout.splitlines()]
-    tokenizer = AutoTokenizer.from_pretrained(f"{args.hf}/discriminator")
-    model = ElectraForPreTraining.from_pretrained(f"{args.hf}/discriminator").eval()
+    tokenizer = AutoTokenizer.from_pretrained(f"{args.hf}/discriminator", trust_remote_code=True)
+    # trust_remote_code: a `tiny` run's export carries its own model code (modeling_electra_cpu.py)
+    model = AutoModelForPreTraining.from_pretrained(f"{args.hf}/discriminator", trust_remote_code=True).eval()
     worst, tokens, flagged_agree = 0.0, 0, 0
     for r in results:
         enc = tokenizer(r["text"], return_tensors="pt", truncation=True)

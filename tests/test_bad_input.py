@@ -150,8 +150,6 @@ BAD_INPUTS = {
         lambda s: ["detect", "--model", s.run, "--file", s.folder("texts")], "cannot read --file"),
     "detect: threshold out of range": ("detect", "`--threshold 2`",
         lambda s: ["detect", "--model", s.run, "--threshold", 2, "hello"], "--threshold must be in [0, 1]"),
-    "export: layout HF cannot hold": ("export", "a `tiny` run (pre-LN, ALiBi)",
-        lambda s: ["export", "--model", s.run, "--out", s.root / "hf"], "HF's ELECTRA cannot represent"),
     "export: output taken": ("export", "an --out with files in it, no `--force`",
         lambda s: ["export", "--model", s.post_ln_run, "--out", s.folder("hf", {"keep": "x"})],
         "pass --force to replace it"),

@@ -193,11 +193,44 @@ def test_export_then_import_round_trips(exported, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_export_refuses_what_hf_cannot_represent(tmp_path, tokenizer_dir, data_dir):
-    run = make_run(tmp_path / "run", tokenizer_dir, data_dir, **{"model.norm_position": "pre"})
-    with pytest.raises(UsageError, match="HF's ELECTRA cannot represent"):
-        export_run(run, tmp_path / "hf")
-    assert not (tmp_path / "hf").exists()
+@pytest.mark.parametrize("layout", [{"model.norm_position": "pre", "model.attention_bias": "alibi"},
+                                    {"model.norm_position": "pre"}, {"model.attention_bias": "alibi"}])
+def test_a_layout_hf_cannot_hold_exports_with_its_model_code_and_loads_with_trust_remote_code(
+        tmp_path, tokenizer_dir, data_dir, layout):
+    run = make_run(tmp_path / "run", tokenizer_dir, data_dir, **layout)
+    out = export_run(run, tmp_path / "hf")
+    loaded = load_run(run)
+    config = json.loads((out / "discriminator" / "config.json").read_text())
+    assert config["model_type"] == "electra_cpu" and "AutoModelForSequenceClassification" in config["auto_map"]
+    auto = transformers.AutoModelForPreTraining, transformers.AutoModelForMaskedLM
+    disc, info_d = auto[0].from_pretrained(out / "discriminator", trust_remote_code=True, output_loading_info=True)
+    gen, info_g = auto[1].from_pretrained(out / "generator", trust_remote_code=True, output_loading_info=True)
+    for info in (info_d, info_g):
+        assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    assert gen.generator_lm_head.weight.data_ptr() == gen.electra.embeddings.word_embeddings.weight.data_ptr()
+    disc.eval(), gen.eval()
+    V = loaded.cfg.model.vocab_size
+    for lengths in ((20, 13, 7), (16, 16, 16)):
+        ids, types, mask = sample_batch(V, lengths)
+        with torch.no_grad():
+            ours_d, ours_g = loaded.model.discriminator(ids, types, mask), loaded.model.generator(ids, types, mask)
+            theirs_d = disc(input_ids=ids, token_type_ids=types, attention_mask=mask).logits
+            theirs_g = gen(input_ids=ids, token_type_ids=types, attention_mask=mask).logits
+        assert ours_d.abs().max() > 0.1
+        assert (ours_d - theirs_d)[mask].abs().max() < 1e-5 and (ours_g - theirs_g)[mask].abs().max() < 1e-5
+    classifier = transformers.AutoModelForSequenceClassification.from_pretrained(
+        out / "discriminator", trust_remote_code=True, num_labels=3).eval()
+    with torch.no_grad():  # the pre-trained encoder under a new head
+        hidden = classifier.electra(input_ids=ids, token_type_ids=types, attention_mask=mask).last_hidden_state
+        assert (hidden - loaded.model.discriminator.encoder(ids, types, mask)).abs().max() < 1e-5
+        assert classifier(input_ids=ids, attention_mask=mask).logits.shape == (len(ids), 3)
+    # our import maps the weights back (no code from the folder runs): the same model
+    _, notes = import_hf(out, tmp_path / "back")
+    back = load_run(tmp_path / "back")
+    assert back.cfg.model.norm_position == loaded.cfg.model.norm_position
+    assert back.cfg.model.attention_bias == loaded.cfg.model.attention_bias
+    with torch.no_grad():
+        assert torch.equal(back.model.discriminator(ids, types, mask), loaded.model.discriminator(ids, types, mask))
 
 
 def test_import_rejects_other_models_and_truncated_weights(exported, tmp_path, capsys):

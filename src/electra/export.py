@@ -2,8 +2,11 @@
 
 `export_run` writes a run's checkpoint as two directories that `transformers` loads on its own:
 `discriminator/` (`ElectraForPreTraining`) and `generator/` (`ElectraForMaskedLM`), each with
-`config.json`, `model.safetensors` and the tokenizer (hf_tokenizer.py). `import_hf` reads such
-directories back into a run directory that `electra pretrain --resume` continues and
+`config.json`, `model.safetensors` and the tokenizer (hf_tokenizer.py). A model in a layout HF's
+ELECTRA cannot represent (the `tiny` preset's pre-LN blocks and ALiBi bias) goes out as MosaicBERT
+ships ALiBi: `hf_remote/modeling_electra_cpu.py` beside `config.json`, with `auto_map`, for the Auto
+classes with `trust_remote_code=True`. `import_hf` reads such directories back (weights only: it
+never runs code from them) into a run directory that `electra pretrain --resume` continues and
 `detect`/`evaluate` use.
 
 Tensor names: `NAME_TABLE` maps ours to HF's (`{i}` a layer index, `{p}` weight or bias); the
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,6 +41,7 @@ from electra.rundir import CONFIG_FILE, RUN_FILE, load_run
 from electra.tokenizer import PAD_ID, save_tokenizer
 
 WEIGHTS_FILE = "model.safetensors"
+REMOTE_CODE = Path(__file__).with_name("hf_remote") / "modeling_electra_cpu.py"
 ROLES = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
 
 _ENCODER = [
@@ -53,6 +58,7 @@ _ENCODER = [
     ("encoder.layers.{i}.intermediate.{p}", "electra.encoder.layer.{i}.intermediate.dense.{p}"),
     ("encoder.layers.{i}.output.{p}", "electra.encoder.layer.{i}.output.dense.{p}"),
     ("encoder.layers.{i}.ffn_norm.{p}", "electra.encoder.layer.{i}.output.LayerNorm.{p}"),
+    ("encoder.final_norm.{p}", "electra.encoder.final_norm.{p}"),  # pre-LN only (modeling_electra_cpu.py)
 ]
 # Ours (relative to the Discriminator / Generator module) -> HF's.
 NAME_TABLE = {
@@ -112,6 +118,19 @@ def hf_config(m: ModelConfig, architecture: str) -> dict:
     }
 
 
+def remote_code_config(config: dict, m: ModelConfig) -> dict:
+    """An HF config for `modeling_electra_cpu.py` (pre-LN and/or ALiBi), loaded by the Auto classes
+    with trust_remote_code=True. Its own model_type, so that nothing loads it as HF's ELECTRA."""
+    module = REMOTE_CODE.stem
+    role = {"ElectraForPreTraining": "ElectraCpuForPreTraining", "ElectraForMaskedLM": "ElectraCpuForMaskedLM"}
+    return {**config, "model_type": "electra_cpu", "architectures": [role[config["architectures"][0]]],
+            "norm_position": m.norm_position, "attention_bias": m.attention_bias,
+            "auto_map": {"AutoConfig": f"{module}.ElectraCpuConfig", "AutoModel": f"{module}.ElectraCpuModel",
+                         "AutoModelForPreTraining": f"{module}.ElectraCpuForPreTraining",
+                         "AutoModelForMaskedLM": f"{module}.ElectraCpuForMaskedLM",
+                         "AutoModelForSequenceClassification": f"{module}.ElectraCpuForSequenceClassification"}}
+
+
 # --------------------------------------------------------------------------- export
 
 def export_run(run_dir, out_dir, step: int | None = None, force: bool = False) -> Path:
@@ -123,11 +142,6 @@ def export_run(run_dir, out_dir, step: int | None = None, force: bool = False) -
     cfg = loaded.cfg
     if cfg.objective.kind != "electra":
         raise UsageError("export writes ELECTRA runs; this run trained a masked LM (objective.kind=mlm)")
-    if not cfg.model.hf_compatible:
-        raise UsageError(
-            f"this run uses model.norm_position={cfg.model.norm_position!r} and model.attention_bias="
-            f"{cfg.model.attention_bias!r}, which HF's ELECTRA cannot represent; export needs a run "
-            "trained with --set model.norm_position=post --set model.attention_bias=none")
     shapes = {"discriminator": cfg.model, "generator": generator_config(cfg.model, cfg.objective)}
     modules = {"discriminator": loaded.model.discriminator, "generator": loaded.model.generator}
     with building_dir(out) as tmp:
@@ -143,7 +157,11 @@ def export_run(run_dir, out_dir, step: int | None = None, force: bool = False) -
                     raise AssertionError(f"NAME_TABLE has no HF name for {role} tensor {name!r}")
                 tensors[target] = tensor.detach().to("cpu", torch.float32).contiguous().clone()
             save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-            (folder / CONFIG_FILE).write_text(json.dumps(hf_config(shapes[role], architecture), indent=2))
+            config = hf_config(shapes[role], architecture)
+            if not cfg.model.hf_compatible:  # HF's ELECTRA cannot represent it: our model definition goes along
+                config = remote_code_config(config, shapes[role])
+                shutil.copyfile(REMOTE_CODE, folder / REMOTE_CODE.name)
+            (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
             write_hf_tokenizer(loaded.tokenizer, folder, cfg.model.max_position_embeddings, cfg.data.lowercase)
     return out
 
@@ -212,7 +230,7 @@ def config_from_hf(disc: dict, gen: dict | None, preset: str) -> Config:
         type_vocab_size=disc.get("type_vocab_size", 2), dropout=disc.get("hidden_dropout_prob", 0.1),
         attention_dropout=disc.get("attention_probs_dropout_prob", 0.1),
         layer_norm_eps=disc.get("layer_norm_eps", 1e-12), initializer_range=disc.get("initializer_range", 0.02),
-        norm_position="post", attention_bias="none")
+        norm_position=disc.get("norm_position", "post"), attention_bias=disc.get("attention_bias", "none"))
     objective = replace(base.objective, disc_bias_init="zero")
     if gen is not None:
         for key in ("vocab_size", "num_hidden_layers", "max_position_embeddings", "type_vocab_size"):
@@ -238,7 +256,7 @@ def read_hf_config(folder: Path) -> dict:
         c = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise UsageError(f"{str(path)!r} is not valid JSON ({e})")
-    if not isinstance(c, dict) or c.get("model_type") != "electra":
+    if not isinstance(c, dict) or c.get("model_type") not in ("electra", "electra_cpu"):
         kind = c.get("model_type") if isinstance(c, dict) else None
         raise UsageError(f"{str(path)!r} is not an ELECTRA checkpoint (model_type {kind!r}); "
                          "give an ELECTRA discriminator or generator directory")
