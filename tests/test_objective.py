@@ -177,6 +177,21 @@ def test_the_discriminators_own_lm_loss_adds_its_weighted_mean_and_trains_only_t
     torch.testing.assert_close(model(ids, types, attn, noise).loss, plain(ids, types, attn, noise).loss)
 
 
+def test_alibi_slopes_and_sinusoidal_position_init():
+    from electra.model import Embeddings, alibi_slopes, init_positions
+
+    assert alibi_slopes(2).tolist() == [0.5, 0.25] and alibi_slopes(2, "standard").tolist() == [1 / 16, 1 / 256]
+    assert alibi_slopes(8).tolist() == alibi_slopes(8, "standard").tolist()
+    cfg = ModelConfig(vocab_size=VOCAB, hidden_size=32, num_heads=2, intermediate_size=37, embedding_size=16,
+                      max_position_embeddings=64, position_init="sinusoidal")
+    embeddings = Embeddings(cfg)
+    init_positions(embeddings, cfg)
+    table = embeddings.position_embeddings.weight.detach()
+    assert abs(float(table.std()) - 0.02) < 1e-6
+    ratio = table[5, 0] / table[5, 1]  # sin / cos of 5 at the first frequency (1)
+    assert abs(float(ratio) - float(torch.tan(torch.tensor(5.0)))) < 1e-4
+
+
 def test_generator_and_discriminator_share_embedding_tensors():
     model = small_model()
     assert model.generator.encoder.embeddings is model.discriminator.encoder.embeddings is model.embeddings

@@ -40,6 +40,8 @@ class ModelConfig:
     # Deviations from HF's layout (see docs/LOG.md); a model using them cannot be exported to HF.
     norm_position: str = "post"  # "post" (HF/BERT) or "pre" (final LayerNorm added)
     attention_bias: str = "none"  # "none" or "alibi" (per-head linear distance penalty)
+    alibi_slopes: str = "steep"  # "steep": 2^(-8h/max(H, 8)); "standard": 2^(-8h/H) (Press et al. 2022)
+    position_init: str = "normal"  # "normal" N(0, initializer_range), or "sinusoidal" at that scale
 
     def __post_init__(self):
         _check_positive(self, "vocab_size", "hidden_size", "num_layers", "num_heads",
@@ -49,6 +51,8 @@ class ModelConfig:
                              f"model.num_heads ({self.num_heads})")
         _check_choice(self, "norm_position", ("post", "pre"))
         _check_choice(self, "attention_bias", ("none", "alibi"))
+        _check_choice(self, "alibi_slopes", ("steep", "standard"))
+        _check_choice(self, "position_init", ("normal", "sinusoidal"))
         _check_fraction(self, "dropout", "attention_dropout")
 
     @property

@@ -124,7 +124,7 @@ def remote_code_config(config: dict, m: ModelConfig) -> dict:
     module = REMOTE_CODE.stem
     role = {"ElectraForPreTraining": "ElectraCpuForPreTraining", "ElectraForMaskedLM": "ElectraCpuForMaskedLM"}
     return {**config, "model_type": "electra_cpu", "architectures": [role[config["architectures"][0]]],
-            "norm_position": m.norm_position, "attention_bias": m.attention_bias,
+            "norm_position": m.norm_position, "attention_bias": m.attention_bias, "alibi_slopes": m.alibi_slopes,
             "auto_map": {"AutoConfig": f"{module}.ElectraCpuConfig", "AutoModel": f"{module}.ElectraCpuModel",
                          "AutoModelForPreTraining": f"{module}.ElectraCpuForPreTraining",
                          "AutoModelForMaskedLM": f"{module}.ElectraCpuForMaskedLM",
@@ -230,7 +230,8 @@ def config_from_hf(disc: dict, gen: dict | None, preset: str) -> Config:
         type_vocab_size=disc.get("type_vocab_size", 2), dropout=disc.get("hidden_dropout_prob", 0.1),
         attention_dropout=disc.get("attention_probs_dropout_prob", 0.1),
         layer_norm_eps=disc.get("layer_norm_eps", 1e-12), initializer_range=disc.get("initializer_range", 0.02),
-        norm_position=disc.get("norm_position", "post"), attention_bias=disc.get("attention_bias", "none"))
+        norm_position=disc.get("norm_position", "post"), attention_bias=disc.get("attention_bias", "none"),
+        alibi_slopes=disc.get("alibi_slopes", "steep"))
     objective = replace(base.objective, disc_bias_init="zero")
     if gen is not None:
         for key in ("vocab_size", "num_hidden_layers", "max_position_embeddings", "type_vocab_size"):

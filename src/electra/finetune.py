@@ -25,7 +25,7 @@ from tqdm import tqdm
 from electra.atomic import building_dir, require_empty_dir
 from electra.config import ModelConfig, preset_config
 from electra.errors import UsageError
-from electra.model import Encoder, init_weights
+from electra.model import Encoder, init_positions, init_weights
 from electra.optim import lr_at
 from electra.rundir import load_run
 from electra.runtime import resolve_device, set_cpu_threads
@@ -191,6 +191,7 @@ def build_classifier(spec: TaskSpec, cfg: FinetuneConfig, model_cfg: ModelConfig
         model_cfg = replace(model_cfg, dropout=cfg.encoder_dropout, attention_dropout=cfg.encoder_dropout)
     model = Classifier(model_cfg, spec.num_outputs, cfg.dropout, cfg.pooling)
     init_weights(model, model_cfg.initializer_range)
+    init_positions(model.encoder.embeddings, model_cfg)  # a random start as pre-training's
     if encoder_state is not None:
         model.encoder.load_state_dict(encoder_state)
         for layer in model.encoder.layers[len(model.encoder.layers) - cfg.reinit_layers:]:

@@ -93,11 +93,12 @@ class Layer(nn.Module):
         return self.ffn_norm(dropout_add(x, self.feed_forward(x), p, training))
 
 
-def alibi_slopes(num_heads: int) -> torch.Tensor:
-    """Per-head slopes 2^(-8h/max(H, 8)), h = 1..H. Press et al. 2022 use 2^(-8h/H); with the one
-    or two heads of a tiny model that leaves almost no locality (slope 2^-8), so fewer than 8 heads
-    keep the steep end of the 8-head sequence (1/2, 1/4, ...)."""
-    return torch.tensor([2.0 ** (-8.0 * (h + 1) / max(num_heads, 8)) for h in range(num_heads)])
+def alibi_slopes(num_heads: int, kind: str = "steep") -> torch.Tensor:
+    """Per-head slopes. "standard" is Press et al. 2022's 2^(-8h/H), h = 1..H; with the one or two
+    heads of a tiny model that leaves almost no locality (slope 2^-8), so "steep" (the default),
+    2^(-8h/max(H, 8)), keeps the steep end of the 8-head sequence (1/2, 1/4, ...)."""
+    spread = num_heads if kind == "standard" else max(num_heads, 8)
+    return torch.tensor([2.0 ** (-8.0 * (h + 1) / spread) for h in range(num_heads)])
 
 
 class Encoder(nn.Module):
@@ -113,7 +114,7 @@ class Encoder(nn.Module):
         self.final_norm = (nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
                            if cfg.norm_position == "pre" else None)
         if cfg.attention_bias == "alibi":
-            self.register_buffer("alibi", alibi_slopes(cfg.num_heads), persistent=False)
+            self.register_buffer("alibi", alibi_slopes(cfg.num_heads, cfg.alibi_slopes), persistent=False)
 
     def attention_mask(self, attention_mask, T, dtype, device):
         """None (attend everywhere), a (B,1,1,T) bool key mask, or a (B|1,H,T,T) float bias."""
@@ -208,6 +209,20 @@ def init_weights(module: nn.Module, std: float = 0.02):
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def init_positions(embeddings: Embeddings, cfg: ModelConfig):
+    """With `position_init` "sinusoidal", the learned position embeddings start as Vaswani et al.'s
+    sinusoids, scaled to the initializer's standard deviation (then trained like any weight)."""
+    if cfg.position_init != "sinusoidal":
+        return
+    n, d = embeddings.position_embeddings.weight.shape
+    position = torch.arange(n, dtype=torch.float64)[:, None]
+    frequency = torch.exp(torch.arange(0, d, 2, dtype=torch.float64) * (-math.log(10000.0) / d))
+    table = torch.zeros(n, d, dtype=torch.float64)
+    table[:, 0::2], table[:, 1::2] = torch.sin(position * frequency), torch.cos(position * frequency)[:, :d // 2]
+    with torch.no_grad():
+        embeddings.position_embeddings.weight.copy_(table / table.std() * cfg.initializer_range)
 
 
 def logit(p: float) -> float:

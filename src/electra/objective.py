@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from electra.config import ModelConfig, ObjectiveConfig, generator_config
-from electra.model import Discriminator, Embeddings, Generator, GeneratorHead, init_weights, logit
+from electra.model import Discriminator, Embeddings, Generator, GeneratorHead, init_positions, init_weights, logit
 from electra.noise import Noise
 from electra.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS
 
@@ -190,6 +190,7 @@ class Electra(nn.Module):
         self.disc_lm_head = (GeneratorHead(model_cfg, self.embeddings.word_embeddings)
                              if objective_cfg.disc_mlm_weight > 0 else None)
         init_weights(self, model_cfg.initializer_range)
+        init_positions(self.embeddings, model_cfg)
         if objective_cfg.disc_bias_init == "base_rate":
             # At the start every chosen token is replaced (a random generator is never right).
             nn.init.constant_(self.discriminator.head.prediction.bias, logit(objective_cfg.mask_prob))
@@ -251,6 +252,7 @@ class MaskedLM(nn.Module):
         self.embeddings = Embeddings(model_cfg)
         self.generator = Generator(model_cfg, self.embeddings)  # full width: the model itself
         init_weights(self, model_cfg.initializer_range)
+        init_positions(self.embeddings, model_cfg)
 
     @property
     def encoder(self):

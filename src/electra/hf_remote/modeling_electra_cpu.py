@@ -3,8 +3,8 @@
 `electra export` writes this file beside `config.json` when a run uses what HF's own ELECTRA cannot
 represent: pre-LN blocks (a LayerNorm before attention and before the feed-forward, and one after
 the last block) and an ALiBi-style attention bias (a per-head penalty linear in the distance,
-slopes 2^(-8h/max(H, 8))). Load it with `trust_remote_code=True`; it needs nothing but torch and
-transformers, and no network. Tensor names are HF ELECTRA's (plus `electra.encoder.final_norm`),
+slopes 2^(-8h/max(H, 8)), or Press et al.'s 2^(-8h/H)). Load it with `trust_remote_code=True`; it
+needs nothing but torch and transformers, and no network. Tensor names are HF ELECTRA's (plus `electra.encoder.final_norm`),
 so a post-LN run without the bias computes exactly what `ElectraModel` does.
 
 Classes: `ElectraCpuModel` (AutoModel), `ElectraCpuForPreTraining` (the discriminator,
@@ -34,7 +34,7 @@ class ElectraCpuConfig(PretrainedConfig):
                  num_attention_heads=4, intermediate_size=1024, hidden_dropout_prob=0.1,
                  attention_probs_dropout_prob=0.1, max_position_embeddings=512, type_vocab_size=2,
                  initializer_range=0.02, layer_norm_eps=1e-12, norm_position="pre", attention_bias="alibi",
-                 pad_token_id=0, **kwargs):
+                 alibi_slopes="steep", pad_token_id=0, **kwargs):
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self.vocab_size, self.embedding_size, self.hidden_size = vocab_size, embedding_size, hidden_size
         self.num_hidden_layers, self.num_attention_heads = num_hidden_layers, num_attention_heads
@@ -42,7 +42,7 @@ class ElectraCpuConfig(PretrainedConfig):
         self.hidden_dropout_prob, self.attention_probs_dropout_prob = hidden_dropout_prob, attention_probs_dropout_prob
         self.max_position_embeddings, self.type_vocab_size = max_position_embeddings, type_vocab_size
         self.initializer_range, self.layer_norm_eps = initializer_range, layer_norm_eps
-        self.norm_position, self.attention_bias = norm_position, attention_bias
+        self.norm_position, self.attention_bias, self.alibi_slopes = norm_position, attention_bias, alibi_slopes
 
 
 class _Embeddings(nn.Module):
@@ -133,8 +133,10 @@ class _Encoder(nn.Module):
         self.final_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps) if c.norm_position == "pre" else None
 
 
-def alibi_slopes(num_heads: int) -> torch.Tensor:
-    return torch.tensor([2.0 ** (-8.0 * (h + 1) / max(num_heads, 8)) for h in range(num_heads)])
+def alibi_slopes(num_heads: int, kind: str = "steep") -> torch.Tensor:
+    """"steep": 2^(-8h/max(H, 8)); "standard": 2^(-8h/H), h = 1..H (Press et al. 2022)."""
+    spread = num_heads if kind == "standard" else max(num_heads, 8)
+    return torch.tensor([2.0 ** (-8.0 * (h + 1) / spread) for h in range(num_heads)])
 
 
 class ElectraCpuPreTrainedModel(PreTrainedModel):
@@ -179,7 +181,8 @@ class ElectraCpuModel(ElectraCpuPreTrainedModel):
             distance = (pos[None, :] - pos[:, None]).abs().to(dtype)
             # slopes computed here, not kept in a buffer: from_pretrained builds models without
             # running __init__'s tensor code, and a non-persistent buffer would stay unset
-            slopes = alibi_slopes(self.config.num_attention_heads).to(device=device, dtype=dtype)
+            slopes = alibi_slopes(self.config.num_attention_heads, getattr(self.config, "alibi_slopes", "steep"))
+            slopes = slopes.to(device=device, dtype=dtype)
             bias = (-slopes[:, None, None] * distance)[None]  # (1, H, T, T)
         if attention_mask is not None and not bool(attention_mask.all()):
             keys = torch.zeros(attention_mask.shape, dtype=dtype, device=device).masked_fill(
