@@ -101,6 +101,28 @@ def test_exported_weights_give_transformers_the_same_logits(exported, padded):
     assert (ours_g - theirs_g)[mask].abs().max() < 1e-5
 
 
+def test_a_gdes_discriminator_exports_its_delta_folded_into_the_word_embeddings(tmp_path, tokenizer_dir, data_dir):
+    run = make_run(tmp_path / "run", tokenizer_dir, data_dir, **{"objective.embedding_sharing": "gdes"})
+    out = export_run(run, tmp_path / "hf")
+    loaded = load_run(run)
+    delta = loaded.model.discriminator.encoder.embeddings.word_delta.weight
+    assert delta.abs().max() > 0.01  # perturbed: the fold matters
+    disc = transformers.ElectraForPreTraining.from_pretrained(out / "discriminator").eval()
+    ids, types, mask = sample_batch(loaded.cfg.model.vocab_size)
+    with torch.no_grad():
+        ours = loaded.model.discriminator(ids, types, mask)
+        theirs = disc(input_ids=ids, token_type_ids=types, attention_mask=mask).logits
+    assert (ours - theirs)[mask].abs().max() < 1e-5
+    from electra.finetune import starting_point
+    from electra.model import Encoder
+
+    encoder = Encoder(loaded.cfg.model)  # what fine-tuning starts from: the same encoder, folded
+    encoder.load_state_dict(starting_point(str(run)).encoder_state)
+    with torch.no_grad():
+        assert torch.allclose(encoder.eval()(ids, types, mask), loaded.model.discriminator.encoder(ids, types, mask),
+                              atol=1e-6)
+
+
 def test_exported_tokenizer_loads_in_transformers(exported):
     run, out = exported
     ours = load_tokenizer(run)

@@ -177,6 +177,20 @@ def test_the_discriminators_own_lm_loss_adds_its_weighted_mean_and_trains_only_t
     torch.testing.assert_close(model(ids, types, attn, noise).loss, plain(ids, types, attn, noise).loss)
 
 
+def test_gdes_keeps_the_rtd_gradient_out_of_the_shared_word_embeddings():
+    shared, gdes = small_model(), small_model(embedding_sharing="gdes")
+    gdes.load_state_dict({**shared.state_dict(), "discriminator.encoder.embeddings.word_delta.weight":
+                          gdes.discriminator.encoder.embeddings.word_delta.weight}, strict=True)
+    ids, types, attn, noise = batch_and_noise()
+    torch.testing.assert_close(gdes(ids, types, attn, noise).loss, shared(ids, types, attn, noise).loss)  # delta 0
+    gdes.objective = shared.objective.__class__(generator_size=0.5, gen_weight=0.0, embedding_sharing="gdes")
+    gdes(ids, types, attn, noise).loss.backward()  # the discriminator's loss alone
+    words = gdes.embeddings.word_embeddings.weight
+    assert words.grad is None or not words.grad.any()
+    assert gdes.discriminator.encoder.embeddings.word_delta.weight.grad.abs().sum() > 0
+    assert gdes.embeddings.position_embeddings.weight.grad.abs().sum() > 0  # still shared
+
+
 def test_alibi_slopes_and_sinusoidal_position_init():
     from electra.model import Embeddings, alibi_slopes, init_positions
 

@@ -78,6 +78,9 @@ class ObjectiveConfig:
     # (corrupted) input, a corrective LM loss of this weight beside RTD (multi-task; not in the
     # paper; its head is not exported)
     disc_mlm_weight: float = 0.0
+    # "shared": one embedding table for both (official); "gdes": the discriminator adds its own
+    # delta to the shared word vectors, which its loss does not update (DeBERTa-V3)
+    embedding_sharing: str = "shared"
     # Start the discriminator's output bias at logit(mask_prob) instead of 0 (measured to prevent an
     # early collapse to a constant predictor on small CPU models; see docs/LOG.md).
     disc_bias_init: str = "zero"  # "zero" or "base_rate"
@@ -100,6 +103,7 @@ class ObjectiveConfig:
         if self.disc_mlm_weight < 0:
             raise UsageError("objective.disc_mlm_weight must be >= 0")
         _check_choice(self, "disc_bias_init", ("zero", "base_rate"))
+        _check_choice(self, "embedding_sharing", ("shared", "gdes"))
         _check_choice(self, "kind", ("electra", "mlm"))
         _check_fraction(self, "random_token_prob")
 

@@ -36,6 +36,7 @@ from electra.checkpoint import save_checkpoint
 from electra.config import Config, ModelConfig, generator_config, preset_config
 from electra.errors import UsageError
 from electra.hf_tokenizer import has_tokenizer, load_hf_tokenizer, write_hf_tokenizer
+from electra.model import fold_word_delta
 from electra.objective import Electra
 from electra.rundir import CONFIG_FILE, RUN_FILE, load_run
 from electra.tokenizer import PAD_ID, save_tokenizer
@@ -149,7 +150,7 @@ def export_run(run_dir, out_dir, step: int | None = None, force: bool = False) -
             folder = tmp / role
             folder.mkdir()
             tensors = {}
-            for name, tensor in modules[role].state_dict().items():
+            for name, tensor in fold_word_delta(modules[role].state_dict(), "encoder.").items():
                 if name == TIED:
                     continue  # HF ties generator_lm_head.weight to the word embeddings on load
                 target = hf_name(name, role)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from electra.atomic import building_dir, require_empty_dir
 from electra.config import ModelConfig, preset_config
 from electra.errors import UsageError
-from electra.model import Encoder, init_positions, init_weights
+from electra.model import Encoder, fold_word_delta, init_positions, init_weights
 from electra.optim import lr_at
 from electra.rundir import load_run
 from electra.runtime import resolve_device, set_cpu_threads
@@ -90,7 +90,7 @@ def starting_point(model: str, step: int | None = None, tokenizer: str | None = 
     m = loaded.cfg.model
     size = ("large" if m.hidden_size >= 1024 else "base" if m.hidden_size >= 768
             else "small" if m.hidden_size >= 256 else "tiny")
-    return StartingPoint(loaded.tokenizer, m, loaded.model.encoder.state_dict(), size,
+    return StartingPoint(loaded.tokenizer, m, fold_word_delta(loaded.model.encoder.state_dict()), size,
                          f"{model} step {loaded.step}")
 
 

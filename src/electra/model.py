@@ -37,14 +37,45 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(cfg.embedding_size, eps=cfg.layer_norm_eps)
         self.dropout = Dropout(cfg.dropout)
 
+    def words(self, input_ids):
+        return self.word_embeddings(input_ids)
+
     def forward(self, input_ids, token_type_ids=None):
         T = input_ids.shape[1]
-        x = self.word_embeddings(input_ids) + self.position_embeddings.weight[:T]  # (B, T, E)
+        x = self.words(input_ids) + self.position_embeddings.weight[:T]  # (B, T, E)
         if token_type_ids is None:
             x = x + self.token_type_embeddings.weight[0]
         else:
             x = x + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.norm(x))
+
+
+class DisentangledEmbeddings(Embeddings):
+    """Gradient-disentangled embedding sharing (DeBERTa-V3, He et al. 2021, section 3.2): the
+    discriminator's word vectors are the shared ones with no gradient into them, plus a delta of its
+    own that starts at zero, so that the RTD loss no longer pulls the generator's embeddings its way.
+    Position and token-type embeddings and the LayerNorm stay shared (the same modules)."""
+
+    def __init__(self, shared: Embeddings, cfg: ModelConfig):
+        nn.Module.__init__(self)
+        self.word_embeddings, self.position_embeddings = shared.word_embeddings, shared.position_embeddings
+        self.token_type_embeddings, self.norm, self.dropout = shared.token_type_embeddings, shared.norm, shared.dropout
+        self.word_delta = nn.Embedding(cfg.vocab_size, cfg.embedding_size, padding_idx=PAD_ID)
+
+    def words(self, input_ids):
+        return self.word_embeddings(input_ids).detach() + self.word_delta(input_ids)
+
+
+def fold_word_delta(state: dict, prefix: str = "") -> dict:
+    """A state dict with `DisentangledEmbeddings`' delta added into the word embeddings (what the
+    discriminator reads), as a plain `Embeddings` holds them: for export and fine-tuning."""
+    delta = state.get(f"{prefix}embeddings.word_delta.weight")
+    if delta is None:
+        return state
+    state = {k: v for k, v in state.items() if k != f"{prefix}embeddings.word_delta.weight"}
+    key = f"{prefix}embeddings.word_embeddings.weight"
+    state[key] = state[key].detach() + delta.detach()
+    return state
 
 
 class SelfAttention(nn.Module):

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from electra.config import ModelConfig, ObjectiveConfig, generator_config
-from electra.model import Discriminator, Embeddings, Generator, GeneratorHead, init_positions, init_weights, logit
+from electra.model import (DisentangledEmbeddings, Discriminator, Embeddings, Generator, GeneratorHead, init_positions,
+                           init_weights, logit)
 from electra.noise import Noise
 from electra.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS
 
@@ -185,12 +186,15 @@ class Electra(nn.Module):
         self.embeddings = Embeddings(model_cfg)
         self.generator = Generator(generator_config(model_cfg, objective_cfg),
                                    self.embeddings)
-        self.discriminator = Discriminator(model_cfg, self.embeddings)
+        self.discriminator = Discriminator(model_cfg, self.embeddings if objective_cfg.embedding_sharing == "shared"
+                                           else DisentangledEmbeddings(self.embeddings, model_cfg))
         # multi-task (objective.disc_mlm_weight): the discriminator's own vocabulary head
         self.disc_lm_head = (GeneratorHead(model_cfg, self.embeddings.word_embeddings)
                              if objective_cfg.disc_mlm_weight > 0 else None)
         init_weights(self, model_cfg.initializer_range)
         init_positions(self.embeddings, model_cfg)
+        if objective_cfg.embedding_sharing == "gdes":
+            nn.init.zeros_(self.discriminator.encoder.embeddings.word_delta.weight)
         if objective_cfg.disc_bias_init == "base_rate":
             # At the start every chosen token is replaced (a random generator is never right).
             nn.init.constant_(self.discriminator.head.prediction.bias, logit(objective_cfg.mask_prob))
