@@ -29,7 +29,7 @@ from pathlib import Path
 from electra.config import Config, apply_overrides, parse_duration, preset_config
 from electra.errors import UsageError
 from electra.flops import training_flops_per_token
-from electra.report import load_history, write_report
+from electra.report import downstream_result, load_history, write_report
 from electra.tasks import GLUE
 
 PREDEFINED_ARMS = {"electra": {}, "mlm": {"objective.kind": "mlm"}}
@@ -257,9 +257,8 @@ def _arm_result(arm: str, finetunes, runs: list[Path]) -> dict:
     for a, _, lr, folder, _ in finetunes:
         if a == arm:
             report = json.loads((folder / "metrics.json").read_text())
-            scores = [100 * r[report["metric"]] for r in report["seeds"].values()]
             entry = by_lr.setdefault(lr, {"metric": report["metric"], "lr": report["config"]["lr"], "seeds": []})
-            entry["seeds"] += scores
+            entry["seeds"] += downstream_result(report)["seeds"]
     best = max(by_lr.values(), key=lambda e: statistics.median(e["seeds"]))
     result = {"metric": best["metric"], "median": statistics.median(best["seeds"]), "seeds": best["seeds"],
               "min": min(best["seeds"]), "max": max(best["seeds"]), "lr": best["lr"],

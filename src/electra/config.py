@@ -37,7 +37,8 @@ class ModelConfig:
     attention_dropout: float = 0.1
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
-    # Deviations from HF's layout (see docs/LOG.md); a model using them cannot be exported to HF.
+    # Deviations from HF's layout (see docs/LOG.md); a model using them is exported with its own
+    # model code (hf_remote/modeling_electra_cpu.py, loaded with trust_remote_code=True).
     norm_position: str = "post"  # "post" (HF/BERT) or "pre" (final LayerNorm added)
     attention_bias: str = "none"  # "none" or "alibi" (per-head linear distance penalty)
     alibi_slopes: str = "steep"  # "steep": 2^(-8h/max(H, 8)); "standard": 2^(-8h/H) (Press et al. 2022)

@@ -24,12 +24,15 @@ def training_flops_per_token(cfg: Config) -> float:
     """FLOPs of one training step divided by its tokens (forward + backward)."""
     m, seq_len, V, E = cfg.model, cfg.data.seq_len, cfg.model.vocab_size, cfg.model.embedding_size
     predicted = cfg.objective.predictions_per_sequence(seq_len) / seq_len  # share of tokens with a head
+
+    def vocabulary_head(hidden):  # at the predicted positions: projection to E, then to the vocabulary
+        return predicted * (2 * hidden * E + 2 * E * V)
+
     if cfg.objective.kind == "mlm":
-        forward = encoder_forward_flops(m, seq_len) + predicted * (2 * m.hidden_size * E + 2 * E * V)
-        return 3 * forward
+        return 3 * (encoder_forward_flops(m, seq_len) + vocabulary_head(m.hidden_size))
     g = generator_config(m, cfg.objective)
-    generator = encoder_forward_flops(g, seq_len) + predicted * (2 * g.hidden_size * E + 2 * E * V)
+    generator = encoder_forward_flops(g, seq_len) + vocabulary_head(g.hidden_size)
     discriminator = encoder_forward_flops(m, seq_len) + 2 * m.hidden_size * m.hidden_size + 2 * m.hidden_size
     if cfg.objective.disc_mlm_weight > 0:  # the discriminator's own vocabulary head, at the same positions
-        discriminator += predicted * (2 * m.hidden_size * E + 2 * E * V)
+        discriminator += vocabulary_head(m.hidden_size)
     return 3 * (generator + discriminator)

@@ -236,8 +236,9 @@ class Electra(nn.Module):
         if self.disc_lm_head is not None:  # the originals at the chosen positions, from the corrupted input
             at = hidden.gather(1, m.positions[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, N, D)
             disc_nll, _ = log_softmax_nll(self.disc_lm_head(at), m.originals)
-            loss = loss + obj.disc_mlm_weight * (disc_nll * m.weights).sum() / num_predictions
-            extra["disc_mlm_loss_sum"] = (disc_nll * m.weights).sum().detach()
+            disc_nll_sum = (disc_nll * m.weights).sum()
+            loss = loss + obj.disc_mlm_weight * disc_nll_sum / num_predictions
+            extra["disc_mlm_loss_sum"] = disc_nll_sum.detach()
         with torch.no_grad():
             stats = _step_stats(gen_logits, m, labels, disc_logits, token_mask, maskable(input_ids))
             stats.update(gen_loss_sum=(gen_nll * m.weights).sum(),

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from electra.errors import UsageError
-from electra.hf_datasets import GLUE_HUB, glue_rows
+from electra.hf_datasets import GLUE_HUB, PREFIX, glue_rows
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,8 @@ def load_task(spec: TaskSpec, data_dir=None, train_size: int | None = None) -> T
     `datasets` (GLUE from the hub by default); with `train_size`, a seeded random subset of its
     training set (the same subset on every call: low-resource fine-tuning, where pre-training
     shows first)."""
-    if data_dir is None or str(data_dir).startswith("hf:"):
-        train, dev, test = _glue_from_datasets(spec, str(data_dir or f"hf:{GLUE_HUB}"))
+    if data_dir is None or str(data_dir).startswith(PREFIX):
+        train, dev, test = _glue_from_datasets(spec, str(data_dir or f"{PREFIX}{GLUE_HUB}"))
     else:
         d = task_folder(spec, data_dir)
         files = {split: d / f"{split}.{spec.file_format}" for split in ("train", "dev", "test")}
@@ -243,7 +243,7 @@ def task_spec(name: str, data_dir, text_column: str | None = None, pair_column: 
     """A GLUE task by name, or "custom" from the files in `data_dir` and the columns given."""
     if name != "custom":
         return GLUE[name]
-    if data_dir is None or str(data_dir).startswith("hf:"):
+    if data_dir is None or str(data_dir).startswith(PREFIX):
         raise UsageError("--task custom reads its train and dev files from a folder; give --data DIR")
     return custom_task(detect_format(data_dir), text_column, pair_column, label_column, regression, data_dir)
 

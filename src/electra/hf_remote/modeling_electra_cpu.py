@@ -67,10 +67,12 @@ class _SelfAttention(nn.Module):
         self.query, self.key, self.value = nn.Linear(D, D), nn.Linear(D, D), nn.Linear(D, D)
 
 
-class _AttentionOutput(nn.Module):
-    def __init__(self, c):
+class _DenseNorm(nn.Module):
+    """A projection and the LayerNorm HF's layout keeps beside it (attention.output, output)."""
+
+    def __init__(self, d_in, c):
         super().__init__()
-        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
+        self.dense = nn.Linear(d_in, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
 
 
@@ -78,7 +80,7 @@ class _Attention(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.self = _SelfAttention(c)
-        self.output = _AttentionOutput(c)
+        self.output = _DenseNorm(c.hidden_size, c)
         self.num_heads, self.dropout = c.num_attention_heads, c.attention_probs_dropout_prob
 
     def forward(self, x, bias):  # (B, T, D), (B|1, H|1, T|1, T) additive
@@ -95,13 +97,6 @@ class _Dense(nn.Module):
         self.dense = nn.Linear(d_in, d_out)
 
 
-class _FeedForwardOutput(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.dense = nn.Linear(c.intermediate_size, c.hidden_size)
-        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-
-
 class _Layer(nn.Module):
     """One block. The LayerNorms keep HF's names: attention.output.LayerNorm is the one around
     attention and output.LayerNorm the one around the feed-forward, before (pre-LN) or after."""
@@ -110,7 +105,7 @@ class _Layer(nn.Module):
         super().__init__()
         self.attention = _Attention(c)
         self.intermediate = _Dense(c.hidden_size, c.intermediate_size)
-        self.output = _FeedForwardOutput(c)
+        self.output = _DenseNorm(c.intermediate_size, c)
         self.pre_norm = c.norm_position == "pre"
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
