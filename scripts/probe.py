@@ -77,10 +77,11 @@ def main():
     ap.add_argument("--preset", default="tiny", help="the random encoder's size")
     ap.add_argument("--seed", type=int, default=0, help="the random encoder's initialisation")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--train-size", type=int, help="probe on a seeded subset of this many training examples")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     spec = GLUE[args.task]
-    task = load_task(spec, args.data)
+    task = load_task(spec, args.data, args.train_size)
     for name in args.models:
         if name == "none":
             tokenizer = load_tokenizer(args.tokenizer)

@@ -44,6 +44,48 @@ def test_layerwise_decay_gives_every_parameter_its_intended_lr(norm_position):
     assert not any("norm" in n for n in decayed)
 
 
+def test_embedding_lr_scale_scales_the_embeddings_and_zero_keeps_them_as_pretrained():
+    from dataclasses import replace
+
+    from electra.finetune import Encoded, train_one_seed
+
+    model_cfg = replace(preset_config("tiny").model, vocab_size=50, hidden_size=16, num_layers=2, num_heads=2,
+                        intermediate_size=20, embedding_size=16, max_position_embeddings=16)
+    groups = layerwise_groups(Classifier(model_cfg, 2, 0.1), FinetuneConfig(lr=1.0, layer_decay=0.5,
+                                                                           embedding_lr_scale=0.1))
+    lr_of = {name: g["lr"] for g in groups for name in g["names"]}
+    assert lr_of["encoder.embeddings.word_embeddings.weight"] == pytest.approx(0.1 * 0.5 ** 4)
+    assert lr_of["encoder.layers.0.intermediate.weight"] == pytest.approx(0.5 ** 3)
+
+    torch.manual_seed(0)
+    pretrained = Classifier(model_cfg, 2, 0.0).encoder.state_dict()
+    g = torch.Generator().manual_seed(0)
+    ids = [[2, *torch.randint(5, 50, (6,), generator=g).tolist(), 3] for _ in range(16)]
+    data = Encoded(ids, [[0] * len(i) for i in ids], torch.tensor([i[1] % 2 for i in ids]))
+    cfg = FinetuneConfig(lr=1e-2, epochs=2, batch_size=8, layer_decay=1.0, embedding_lr_scale=0.0)
+    model, _ = train_one_seed(GLUE["sst2"], cfg, model_cfg, pretrained, data, data, seed=1, device="cpu",
+                              show_progress=False, log=lambda _: None)
+    after = model.encoder.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in pretrained.items() if k.startswith("embeddings."))
+    assert not torch.equal(after["layers.0.intermediate.weight"], pretrained["layers.0.intermediate.weight"])
+    with pytest.raises(Exception, match="embedding_lr_scale"):
+        FinetuneConfig(embedding_lr_scale=-1)
+
+
+def test_the_recipe_gives_small_training_sets_enough_steps_and_tiny_models_no_layer_decay():
+    from electra.finetune import MIN_STEPS, resolved
+
+    sst2, rte = GLUE["sst2"], GLUE["rte"]
+    small_set = resolved(FinetuneConfig(), sst2, "tiny", 1000, 128)  # 32 steps an epoch
+    assert (small_set.epochs, small_set.layer_decay, small_set.lr) == (10, 1.0, 1e-3)
+    assert small_set.epochs * 32 >= MIN_STEPS > (small_set.epochs - 1) * 32
+    full = resolved(FinetuneConfig(), sst2, "small", 67349, 128)  # the official recipe, untouched
+    assert (full.epochs, full.layer_decay, full.lr) == (3, 0.8, 3e-4)
+    assert resolved(FinetuneConfig(), rte, "tiny", 2490, 128).epochs == 10  # the task's own, already enough
+    given = resolved(FinetuneConfig(epochs=2, layer_decay=0.9, lr=5e-4), sst2, "tiny", 1000, 64)
+    assert (given.epochs, given.layer_decay, given.lr, given.max_length) == (2, 0.9, 5e-4, 64)
+
+
 OFFICIAL_COUNTS = {"sst2": (67349, 872, 1821), "cola": (8551, 1043, 1063), "mrpc": (3668, 408, 1725),
                    "stsb": (5749, 1500, 1379), "rte": (2490, 277, 3000)}
 
