@@ -141,15 +141,14 @@ def parameter_depth(name: str, num_layers: int) -> int:
 
 def layerwise_groups(model: Classifier, cfg: FinetuneConfig) -> list[dict]:
     """AdamW parameter groups: lr * layer_decay^(L + 2 - depth) (times embedding_lr_scale at depth 0);
-    no weight decay on vectors. Frozen embeddings (scale 0) are left out."""
+    no weight decay on vectors. Frozen parameters (build_classifier's, at scale 0) are left out."""
     L = model.encoder.cfg.num_layers
     groups: dict[tuple[int, bool], dict] = {}
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         depth, decay = parameter_depth(name, L), p.ndim >= 2
         scale = cfg.embedding_lr_scale if depth == 0 else 1.0
-        if scale == 0:
-            p.requires_grad_(False)
-            continue
         group = groups.setdefault((depth, decay), {
             "params": [], "names": [], "base_lr": cfg.lr * scale * cfg.layer_decay ** (L + 2 - depth),
             "weight_decay": cfg.weight_decay if decay else 0.0})
@@ -203,7 +202,8 @@ def predict(model: Classifier, data: Encoded, spec: TaskSpec, device, batch_size
 
 def build_classifier(spec: TaskSpec, cfg: FinetuneConfig, model_cfg: ModelConfig, encoder_state: dict | None):
     """The classifier as fine-tuning starts it: the pre-trained encoder (its top `reinit_layers`
-    layers drawn afresh) or random weights, with the fine-tuning dropout."""
+    layers drawn afresh) or random weights, with the fine-tuning dropout; the embeddings frozen
+    when embedding_lr_scale is 0."""
     if cfg.encoder_dropout is not None:
         model_cfg = replace(model_cfg, dropout=cfg.encoder_dropout, attention_dropout=cfg.encoder_dropout)
     model = Classifier(model_cfg, spec.num_outputs, cfg.dropout, cfg.pooling)
@@ -213,6 +213,10 @@ def build_classifier(spec: TaskSpec, cfg: FinetuneConfig, model_cfg: ModelConfig
         model.encoder.load_state_dict(encoder_state)
         for layer in model.encoder.layers[len(model.encoder.layers) - cfg.reinit_layers:]:
             init_weights(layer, model_cfg.initializer_range)
+    if cfg.embedding_lr_scale == 0:  # frozen: no lr, and no gradient computed for them
+        for name, p in model.named_parameters():
+            if parameter_depth(name, model_cfg.num_layers) == 0:
+                p.requires_grad_(False)
     return model
 
 
