@@ -191,6 +191,25 @@ def test_gdes_keeps_the_rtd_gradient_out_of_the_shared_word_embeddings():
     assert gdes.embeddings.position_embeddings.weight.grad.abs().sum() > 0  # still shared
 
 
+def test_rtd_on_maskable_tokens_leaves_cls_and_sep_out_of_the_discriminator_loss():
+    from electra.objective import loss_denominators, maskable, summarize
+
+    ids, types, attn, noise = batch_and_noise()
+    losses = {}
+    for rtd_tokens in ("all", "maskable"):
+        model = small_model(gen_weight=0.0, disc_weight=1.0, rtd_tokens=rtd_tokens)
+        with torch.no_grad():
+            out = model(ids, types, attn, noise)
+        scored = attn & (maskable(ids) if rtd_tokens == "maskable" else True)
+        bce = F.binary_cross_entropy_with_logits(out.disc_logits, out.labels.float(), reduction="none")
+        torch.testing.assert_close(out.loss, (bce * scored).sum() / scored.sum())
+        assert loss_denominators(ids, 0.15, 6, rtd_tokens)[1] == int(scored.sum())
+        stats = {k: float(v) for k, v in out.stats.items()}
+        assert summarize(stats)["disc_loss"] == pytest.approx(float(out.loss))  # over what it scored
+        losses[rtd_tokens] = float(out.loss)
+    assert int((attn & ~maskable(ids)).sum()) > 0 and losses["all"] != pytest.approx(losses["maskable"])
+
+
 def test_alibi_slopes_and_sinusoidal_position_init():
     from electra.model import Embeddings, alibi_slopes, init_positions
 

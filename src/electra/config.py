@@ -85,6 +85,9 @@ class ObjectiveConfig:
     # Start the discriminator's output bias at logit(mask_prob) instead of 0 (measured to prevent an
     # early collapse to a constant predictor on small CPU models; see docs/LOG.md).
     disc_bias_init: str = "zero"  # "zero" or "base_rate"
+    # Which tokens the RTD loss scores: "all" real tokens (official), or "maskable" ones only, leaving
+    # out [CLS] and [SEP], which are never replaced, so the loss does not train them toward a constant
+    rtd_tokens: str = "all"
     # "electra", or "mlm": BERT's masked LM at the discriminator's size (80% [MASK], 10% random,
     # 10% kept), the baseline of the paper's comparison
     kind: str = "electra"
@@ -105,6 +108,7 @@ class ObjectiveConfig:
             raise UsageError("objective.disc_mlm_weight must be >= 0")
         _check_choice(self, "disc_bias_init", ("zero", "base_rate"))
         _check_choice(self, "embedding_sharing", ("shared", "gdes"))
+        _check_choice(self, "rtd_tokens", ("all", "maskable"))
         _check_choice(self, "kind", ("electra", "mlm"))
         _check_fraction(self, "random_token_prob")
 

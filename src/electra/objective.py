@@ -64,12 +64,18 @@ def prediction_counts(input_ids, mask_prob: float, max_predictions: int):
     return torch.minimum(torch.round(n.double() * mask_prob).long().clamp(min=1, max=max_predictions), n)
 
 
-def loss_denominators(input_ids, mask_prob: float, max_predictions: int) -> tuple[int, int]:
-    """A step's number of predictions and of real tokens, the losses' denominators: the trainer
-    sums them over the whole step (all micro-batches and ranks), so that accumulation and several
-    processes equal one big batch."""
+def rtd_scored(input_ids, rtd_tokens: str = "all"):
+    """(B, T) bool: the tokens the RTD loss scores (`objective.rtd_tokens`): every real token, or
+    only the maskable ones."""
+    return maskable(input_ids) if rtd_tokens == "maskable" else input_ids != PAD_ID
+
+
+def loss_denominators(input_ids, mask_prob: float, max_predictions: int, rtd_tokens: str = "all") -> tuple[int, int]:
+    """A step's number of predictions and of tokens the RTD loss scores, the losses' denominators:
+    the trainer sums them over the whole step (all micro-batches and ranks), so that accumulation
+    and several processes equal one big batch."""
     return (int(prediction_counts(input_ids, mask_prob, max_predictions).sum()),
-            int((input_ids != PAD_ID).sum()))
+            int(rtd_scored(input_ids, rtd_tokens).sum()))
 
 
 def mask_tokens(input_ids, select_noise, keep_noise, mask_prob: float,
@@ -206,15 +212,17 @@ class Electra(nn.Module):
 
     def forward(self, input_ids, token_type_ids, attention_mask, noise: Noise,
                 num_predictions=None, num_tokens=None):
-        """Losses normalised by `num_predictions` / `num_tokens` (default: this batch's counts;
-        the trainer passes the whole step's counts so that accumulation equals one big batch)."""
+        """Losses normalised by `num_predictions` / `num_tokens`, the tokens the RTD loss scores
+        (default: this batch's counts; the trainer passes the whole step's counts so that
+        accumulation equals one big batch)."""
         obj = self.objective
         m = mask_tokens(input_ids, noise.select, noise.keep, obj.mask_prob, obj.mask_token_prob)
         token_mask = input_ids != PAD_ID if attention_mask is None else attention_mask.bool()
+        rtd_mask = token_mask & rtd_scored(input_ids, obj.rtd_tokens)
         if num_predictions is None:
             num_predictions = m.weights.sum().clamp(min=1)
         if num_tokens is None:
-            num_tokens = token_mask.sum().clamp(min=1)
+            num_tokens = rtd_mask.sum().clamp(min=1)
 
         gen_logits = self.generator(m.input_ids, token_type_ids, attention_mask, m.positions)  # (B,N,V)
         gen_nll, gen_probs = log_softmax_nll(gen_logits, m.originals)  # (B, N), (B, N, V)
@@ -229,7 +237,7 @@ class Electra(nn.Module):
         hidden = self.discriminator.encoder(disc_ids, token_type_ids, attention_mask)  # (B, T, D)
         disc_logits = self.discriminator.head(hidden).float()  # (B, T)
         disc_bce = F.binary_cross_entropy_with_logits(disc_logits, labels.float(), reduction="none")
-        disc_loss = (disc_bce * token_mask).sum() / num_tokens
+        disc_loss = (disc_bce * rtd_mask).sum() / num_tokens
 
         loss = obj.gen_weight * gen_loss + obj.disc_weight * disc_loss
         extra = {}
@@ -241,8 +249,8 @@ class Electra(nn.Module):
             extra["disc_mlm_loss_sum"] = disc_nll_sum.detach()
         with torch.no_grad():
             stats = _step_stats(gen_logits, m, labels, disc_logits, token_mask, maskable(input_ids))
-            stats.update(gen_loss_sum=(gen_nll * m.weights).sum(),
-                         disc_loss_sum=(disc_bce * token_mask).sum(), **extra)
+            stats.update(gen_loss_sum=(gen_nll * m.weights).sum(), disc_loss_sum=(disc_bce * rtd_mask).sum(),
+                         num_rtd_tokens=rtd_mask.sum(), **extra)
         return ElectraOutput(loss, stats, disc_logits, labels, token_mask)
 
 
@@ -310,15 +318,15 @@ def _step_stats(gen_logits, m: Masked, labels, disc_logits, token_mask, scored) 
 def summarize(stats: dict[str, float]) -> dict[str, float]:
     """Turn summed stats into the honest metrics: gen accuracy at [MASK] only, disc loss beside its
     label entropy (what a constant predictor scores), precision and recall of 'replaced'."""
-    n_tok = max(stats["num_tokens"], 1)
+    n_rtd = max(stats.get("num_rtd_tokens", stats["num_tokens"]), 1)  # what the RTD loss scored
     if "disc_loss_sum" not in stats:  # masked LM: no discriminator
         return {"gen_loss": stats["gen_loss_sum"] / max(stats["num_predictions"], 1),
                 "gen_accuracy": stats["gen_correct_at_mask"] / max(stats["num_mask_tokens"], 1)}
     return {
         "gen_loss": stats["gen_loss_sum"] / max(stats["num_predictions"], 1),
         "gen_accuracy": stats["gen_correct_at_mask"] / max(stats["num_mask_tokens"], 1),
-        "disc_loss": stats["disc_loss_sum"] / n_tok,
-        "disc_label_entropy": float(binary_entropy(torch.tensor(stats["num_replaced"] / n_tok))),
+        "disc_loss": stats["disc_loss_sum"] / n_rtd,
+        "disc_label_entropy": float(binary_entropy(torch.tensor(stats["num_replaced"] / n_rtd))),
         "disc_accuracy": stats["disc_correct"] / max(stats["num_scored"], 1),
         "disc_precision": stats["disc_true_pos"] / max(stats["disc_pred_pos"], 1),
         "disc_recall": stats["disc_true_pos"] / max(stats["num_replaced"], 1),

@@ -183,7 +183,7 @@ def train_step(t: Trainer, lr: float) -> tuple[list[dict], torch.Tensor, bool]:
     # stream position, so the result does not depend on how many processes share the batch.
     first = t.step * tc.batch_size + ranks.rank * per_rank
     batch = t.train_data.batch(stream_indices(len(t.train_data), tc.seed, first, per_rank))
-    counts = loss_denominators(batch["input_ids"], cfg.objective.mask_prob, num_predictions)
+    counts = loss_denominators(batch["input_ids"], cfg.objective.mask_prob, num_predictions, cfg.objective.rtd_tokens)
     n_pred, n_tok = (int(c) for c in sum_over_ranks(ranks, counts, t.device))  # the global denominators
     keys = example_keys(tc.seed, range(first, first + per_rank))
     step_stats = []
