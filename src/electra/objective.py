@@ -318,10 +318,10 @@ def _step_stats(gen_logits, m: Masked, labels, disc_logits, token_mask, scored) 
 def summarize(stats: dict[str, float]) -> dict[str, float]:
     """Turn summed stats into the honest metrics: gen accuracy at [MASK] only, disc loss beside its
     label entropy (what a constant predictor scores), precision and recall of 'replaced'."""
-    n_rtd = max(stats.get("num_rtd_tokens", stats["num_tokens"]), 1)  # what the RTD loss scored
     if "disc_loss_sum" not in stats:  # masked LM: no discriminator
         return {"gen_loss": stats["gen_loss_sum"] / max(stats["num_predictions"], 1),
                 "gen_accuracy": stats["gen_correct_at_mask"] / max(stats["num_mask_tokens"], 1)}
+    n_rtd = max(stats["num_rtd_tokens"], 1)  # what the RTD loss scored
     return {
         "gen_loss": stats["gen_loss_sum"] / max(stats["num_predictions"], 1),
         "gen_accuracy": stats["gen_correct_at_mask"] / max(stats["num_mask_tokens"], 1),
