@@ -187,3 +187,22 @@ def test_compare_at_equal_flops_with_pretraining_seeds_an_lr_grid_and_a_subset(t
     assert main([str(a) for a in argv]) == 0
     assert (out / "runs" / "wide-s2" / "metrics.jsonl").stat().st_mtime_ns == stamp
     assert json.loads((out / "results.json").read_text())["results"] == results
+    # a third pre-training seed extends it: only the new cells run, and scratch (a fine-tuning seed
+    # per pre-training seed) is fine-tuned again, whole, with the same results for its first seeds
+    scratch = out / "finetune" / "scratch-sNone" / "lr0.001" / "metrics.json"
+    before = json.loads(scratch.read_text())["seeds"]
+    extended = [str(a) for a in argv]
+    extended[extended.index("1,2")] = "1,2,3"
+    assert main(extended) == 0
+    assert (out / "runs" / "wide-s2" / "metrics.jsonl").stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["electra-s1", "electra-s2", "electra-s3",
+                                                                "wide-s1", "wide-s2", "wide-s3"]
+    assert all(len(r["seeds"]) == 3 for r in json.loads((out / "results.json").read_text())["results"].values())
+    after = json.loads(scratch.read_text())["seeds"]
+    assert set(after) == {"1", "1001", "2001"} and all(after[s] == before[s] for s in before)
+    assert json.loads((out / "compare.json").read_text())["pretrain_seeds"] == [1, 2, 3]
+    # other settings are not an extension: refused, the comparison untouched
+    changed = [*extended[:extended.index("3e9")], "4e9", *extended[extended.index("3e9") + 1:]]
+    assert main(changed) == 2
+    assert "holds a comparison with other settings" in capsys.readouterr().err
+    assert json.loads((out / "compare.json").read_text())["budget"] == "3e9"

@@ -12,7 +12,8 @@ that differ only there share their pre-training runs); `electra` and `mlm` are p
 
 Results: `OUT/results.json` (per arm: the median over pre-training x fine-tuning seeds, every
 value, the learning rate chosen, pre-training FLOPs and held-out metrics) and `OUT/report.html`.
-Finished work is kept: the same command again continues where it stopped.
+Finished work is kept: the same command again continues where it stopped, and with more arms,
+pre-training seeds or learning rates it extends the comparison (only the new cells run).
 """
 
 from __future__ import annotations
@@ -130,17 +131,18 @@ def compare(cc: CompareConfig, task_dir, out_dir, corpus=None, pretrain_data=Non
                              for run, cfg in configs.items()], jobs)
 
     lrs = cc.lrs or (None,)
-    finetunes = []  # (arm, pre-training seed or None, lr, folder, fine-tuning overrides)
+    finetunes = []  # (arm, pre-training seed or None, lr, folder, fine-tuning overrides, fine-tuning seeds)
     for arm in cc.arms:
         name = arm_name(arm)
         for s in (cc.pretrain_seeds if arm_overrides(arm) is not None else [None]):
             for lr in lrs:
                 folder = out / "finetune" / f"{name}-s{s}" / f"lr{lr or 'default'}"
-                finetunes.append((name, s, lr, folder, finetune_overrides(arm)))
+                finetunes.append((name, s, lr, folder, finetune_overrides(arm),
+                                  cc.seeds if s is not None else _scratch_seeds(cc)))
     _run_all(_finetune_job, [
-        (cc, str(runs[(arm, s)]) if s is not None else None, str(data), task_dir, lr, str(folder),
-         cc.seeds if s is not None else _scratch_seeds(cc), threads, show_progress and jobs == 1, ft)
-        for arm, s, lr, folder, ft in finetunes if not (folder / "metrics.json").is_file()], jobs)
+        (cc, str(runs[(arm, s)]) if s is not None else None, str(data), task_dir, lr, str(folder), seeds, threads,
+         show_progress and jobs == 1, ft)
+        for arm, s, lr, folder, ft, seeds in finetunes if not _finetuned(folder, seeds)], jobs)
 
     results = {arm: _arm_result(arm, finetunes, sorted({runs[k] for k in runs if k[0] == arm}))
                for arm in map(arm_name, cc.arms)}
@@ -150,17 +152,31 @@ def compare(cc: CompareConfig, task_dir, out_dir, corpus=None, pretrain_data=Non
 
 
 def _claim(out: Path, cc: CompareConfig):
-    """OUT holds this comparison's work (continued), or nothing yet."""
-    marker = out / "compare.json"
+    """OUT holds this comparison's work (continued, or extended by `cc`), or nothing yet."""
+    from electra.atomic import write_json_atomic
+
+    marker, wanted = out / "compare.json", json.loads(json.dumps(asdict(cc)))
     if marker.is_file():
-        if json.loads(marker.read_text()) != json.loads(json.dumps(asdict(cc))):
-            raise UsageError(f"{str(out)!r} holds a comparison with other settings (its compare.json); "
-                             "give the same flags to continue it, or choose a new --out")
+        held = json.loads(marker.read_text())
+        if held != wanted:
+            if not _extends(held, wanted):
+                raise UsageError(f"{str(out)!r} holds a comparison with other settings (its compare.json); "
+                                 "give the same flags to continue it (more --arm, --pretrain-seeds or --lrs "
+                                 "extend it), or choose a new --out")
+            write_json_atomic(marker, wanted)
         return
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{str(out)!r} already exists and is not empty; choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(asdict(cc), indent=2))
+    write_json_atomic(marker, wanted)
+
+
+def _extends(held: dict, wanted: dict) -> bool:
+    """`wanted` keeps every arm, pre-training seed and learning rate of `held` and adds to them,
+    everything else equal: the work done stays valid and only the new cells need running."""
+    grown = ("arms", "pretrain_seeds", "lrs")
+    return ({k: v for k, v in held.items() if k not in grown} == {k: v for k, v in wanted.items() if k not in grown}
+            and all(set(held[k]) <= set(wanted[k]) for k in grown) and bool(held["lrs"]) == bool(wanted["lrs"]))
 
 
 def _prepared_data(cc: CompareConfig, out: Path, corpus, pretrain_data, show_progress: bool) -> Path:
@@ -193,6 +209,13 @@ def _run_config(cc: CompareConfig, arm: str, seed: int, threads: int, vocab_size
         return apply_overrides(cfg, {"train.time_budget": cc.budget}).to_dict()
     per_step = training_flops_per_token(cfg) * cfg.train.batch_size * cfg.data.seq_len
     return apply_overrides(cfg, {"train.time_budget": "", "train.max_steps": max(1, int(flops // per_step))}).to_dict()
+
+
+def _finetuned(folder: Path, seeds) -> bool:
+    """`folder` holds fine-tuning results for every one of `seeds` (an extended comparison gives
+    `scratch` a seed per pre-training seed: its folder is then fine-tuned again, whole)."""
+    report = folder / "metrics.json"
+    return report.is_file() and {str(s) for s in seeds} <= set(json.loads(report.read_text())["seeds"])
 
 
 def _scratch_seeds(cc: CompareConfig) -> tuple[int, ...]:
@@ -231,7 +254,8 @@ def _pretrain_job(cfg_dict: dict, preset: str, run: str, data: str, show_progres
 
 def _finetune_job(cc: CompareConfig, run: str | None, data: str, task_dir: str | None, lr: float | None, out: str,
                   seeds, threads: int, show_progress: bool, overrides: dict | None = None):
-    """Fine-tune a run (or, run None, the base architecture from random weights) with `seeds`."""
+    """Fine-tune a run (or, run None, the base architecture from random weights) with `seeds`; an
+    earlier result in `out` with fewer seeds is replaced when the new one is complete."""
     from electra.finetune import FinetuneConfig, StartingPoint, finetune, starting_point
     from electra.runtime import set_cpu_threads
     from electra.tasks import load_task
@@ -247,14 +271,15 @@ def _finetune_job(cc: CompareConfig, run: str | None, data: str, task_dir: str |
         start = replace(starting_point(run), size=cc.preset, source=Path(run).name)
     cfg = FinetuneConfig(**{"lr": lr, "epochs": cc.epochs, **({"layer_decay": cc.layer_decay} if cc.layer_decay else {}),
                             **(overrides or {})})
-    finetune(spec, load_task(spec, task_dir, cc.train_size), cfg, start, out, seeds, show_progress=show_progress)
+    finetune(spec, load_task(spec, task_dir, cc.train_size), cfg, start, out, seeds, show_progress=show_progress,
+             overwrite=True)
 
 
 def _arm_result(arm: str, finetunes, runs: list[Path]) -> dict:
     """The arm's scores at its best learning rate (median over all its runs on dev), every lr's
     median, and its pre-training cost and held-out metrics (per pre-training seed)."""
     by_lr = {}
-    for a, _, lr, folder, _ in finetunes:
+    for a, _, lr, folder, *_ in finetunes:
         if a == arm:
             report = json.loads((folder / "metrics.json").read_text())
             entry = by_lr.setdefault(lr, {"metric": report["metric"], "lr": report["config"]["lr"], "seeds": []})

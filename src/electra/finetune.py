@@ -258,11 +258,12 @@ def train_one_seed(spec: TaskSpec, cfg: FinetuneConfig, model_cfg: ModelConfig, 
 
 
 def finetune(spec: TaskSpec, task: TaskData, cfg: FinetuneConfig, start: StartingPoint, out_dir,
-             seeds=(1,), device="cpu", show_progress: bool = True) -> dict:
+             seeds=(1,), device="cpu", show_progress: bool = True, overwrite: bool = False) -> dict:
     """Fine-tune once per seed, report each and the median / mean / std of the main metric (in
-    percent), and save the best seed's model, config and dev / test predictions in `out_dir`.
+    percent), and save the best seed's model, config and dev / test predictions in `out_dir`
+    (with `overwrite`, in place of what it holds, once the new results are complete).
     The config's unset values become the model size's and the task's (`resolved`)."""
-    out = require_empty_dir(out_dir)
+    out = Path(out_dir) if overwrite else require_empty_dir(out_dir)
     positions = start.model_cfg.max_position_embeddings
     max_length = cfg.max_length or min(128, positions)
     if max_length > positions:

@@ -127,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", required=True, help="per pre-training run: wall-clock (15m) or FLOPs (6.6e13)")
     p.add_argument("--task", required=True, choices=("sst2", "cola", "mrpc", "stsb", "rte"))
     p.add_argument("--data", metavar="DIR", help="the task's folder, or the GLUE root (default: from the hub)")
-    p.add_argument("--out", required=True, metavar="OUT", help="results; the same command again continues it")
+    p.add_argument("--out", required=True, metavar="OUT",
+                   help="results; the same command again continues it, with more --arm, --pretrain-seeds or --lrs "
+                        "extends it")
     p.add_argument("--arm", action="append", metavar="NAME[:KEY=VALUE,...]",
                    help="an arm: electra, mlm, scratch (random init) or NAME:overrides (repeatable; "
                         "default electra, mlm, scratch)")
