@@ -206,3 +206,7 @@ def test_compare_at_equal_flops_with_pretraining_seeds_an_lr_grid_and_a_subset(t
     assert main(changed) == 2
     assert "holds a comparison with other settings" in capsys.readouterr().err
     assert json.loads((out / "compare.json").read_text())["budget"] == "3e9"
+    # a new arm goes after the others (one in front would rename the runs it shares)
+    assert main([*extended[:extended.index("--arm")], "--arm", "first:objective.generator_size=0.5",
+                 *extended[extended.index("--arm"):]]) == 2
+    assert "--arm after the others" in capsys.readouterr().err

@@ -12,8 +12,9 @@ that differ only there share their pre-training runs); `electra` and `mlm` are p
 
 Results: `OUT/results.json` (per arm: the median over pre-training x fine-tuning seeds, every
 value, the learning rate chosen, pre-training FLOPs and held-out metrics) and `OUT/report.html`.
-Finished work is kept: the same command again continues where it stopped, and with more arms,
-pre-training seeds or learning rates it extends the comparison (only the new cells run).
+Finished work is kept: the same command again continues where it stopped, and with more
+pre-training seeds, learning rates or arms (after the others) it extends the comparison (only the
+new cells run).
 """
 
 from __future__ import annotations
@@ -161,8 +162,8 @@ def _claim(out: Path, cc: CompareConfig):
         if held != wanted:
             if not _extends(held, wanted):
                 raise UsageError(f"{str(out)!r} holds a comparison with other settings (its compare.json); "
-                                 "give the same flags to continue it (more --arm, --pretrain-seeds or --lrs "
-                                 "extend it), or choose a new --out")
+                                 "give the same flags to continue it (more --pretrain-seeds or --lrs, or --arm "
+                                 "after the others, extend it), or choose a new --out")
             write_json_atomic(marker, wanted)
         return
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -173,10 +174,12 @@ def _claim(out: Path, cc: CompareConfig):
 
 def _extends(held: dict, wanted: dict) -> bool:
     """`wanted` keeps every arm, pre-training seed and learning rate of `held` and adds to them,
-    everything else equal: the work done stays valid and only the new cells need running."""
+    everything else equal: the work done stays valid and only the new cells need running. New arms
+    come after the old ones, so that arms sharing runs keep the same owner (the runs' folder name)."""
     grown = ("arms", "pretrain_seeds", "lrs")
     return ({k: v for k, v in held.items() if k not in grown} == {k: v for k, v in wanted.items() if k not in grown}
-            and all(set(held[k]) <= set(wanted[k]) for k in grown) and bool(held["lrs"]) == bool(wanted["lrs"]))
+            and wanted["arms"][:len(held["arms"])] == held["arms"]
+            and all(set(held[k]) <= set(wanted[k]) for k in grown[1:]) and bool(held["lrs"]) == bool(wanted["lrs"]))
 
 
 def _prepared_data(cc: CompareConfig, out: Path, corpus, pretrain_data, show_progress: bool) -> Path:

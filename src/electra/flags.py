@@ -128,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, choices=("sst2", "cola", "mrpc", "stsb", "rte"))
     p.add_argument("--data", metavar="DIR", help="the task's folder, or the GLUE root (default: from the hub)")
     p.add_argument("--out", required=True, metavar="OUT",
-                   help="results; the same command again continues it, with more --arm, --pretrain-seeds or --lrs "
-                        "extends it")
+                   help="results; the same command again continues it, with more --pretrain-seeds, --lrs or "
+                        "(appended) --arm extends it")
     p.add_argument("--arm", action="append", metavar="NAME[:KEY=VALUE,...]",
                    help="an arm: electra, mlm, scratch (random init) or NAME:overrides (repeatable; "
                         "default electra, mlm, scratch)")
