@@ -176,10 +176,12 @@ def _extends(held: dict, wanted: dict) -> bool:
     """`wanted` keeps every arm, pre-training seed and learning rate of `held` and adds to them,
     everything else equal: the work done stays valid and only the new cells need running. New arms
     come after the old ones, so that arms sharing runs keep the same owner (the runs' folder name)."""
-    grown = ("arms", "pretrain_seeds", "lrs")
-    return ({k: v for k, v in held.items() if k not in grown} == {k: v for k, v in wanted.items() if k not in grown}
-            and wanted["arms"][:len(held["arms"])] == held["arms"]
-            and all(set(held[k]) <= set(wanted[k]) for k in grown[1:]) and bool(held["lrs"]) == bool(wanted["lrs"]))
+    def fixed(settings):
+        return {k: v for k, v in settings.items() if k not in ("arms", "pretrain_seeds", "lrs")}
+
+    return (fixed(held) == fixed(wanted) and wanted["arms"][:len(held["arms"])] == held["arms"]
+            and set(held["pretrain_seeds"]) <= set(wanted["pretrain_seeds"])
+            and set(held["lrs"]) <= set(wanted["lrs"]) and bool(held["lrs"]) == bool(wanted["lrs"]))
 
 
 def _prepared_data(cc: CompareConfig, out: Path, corpus, pretrain_data, show_progress: bool) -> Path:
