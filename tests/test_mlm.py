@@ -119,23 +119,34 @@ def test_report_renders_runs_with_figures_and_the_results_table(tmp_path, corpus
     assert "give the --out of `electra finetune`" in capsys.readouterr().err
 
 
-def test_compare_pretrains_both_fine_tunes_three_and_reports(tmp_path, corpus, capsys):
+def _sst2(folder, copies: int = 1):
+    """A small SST-2 folder: the fixture sentences, labelled by their punctuation and wording."""
     from tests.conftest import SENTENCES
 
-    glue = tmp_path / "glue" / "SST-2"
-    glue.mkdir(parents=True)
-    rows = "".join(f"{s} \t{int('!' in s or 'praised' in s)}\n" for s in SENTENCES)
+    folder.mkdir(parents=True)
+    rows = "".join(f"{s} \t{int('!' in s or 'praised' in s)}\n" for s in SENTENCES * copies)
     for split in ("train", "dev"):
-        (glue / f"{split}.tsv").write_text("sentence\tlabel\n" + rows)
-    (glue / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\t{s}\n" for i, s in enumerate(SENTENCES)))
-    tiny = ["--set", "model.hidden_size=32", "--set", "model.num_layers=1", "--set", "model.intermediate_size=37",
-            "--set", "model.embedding_size=24", "--set", "train.threads=1", "--set", "data.seq_len=32",
-            "--set", "train.batch_size=8", "--set", "data.vocab_size=200", "--set", "train.max_steps=4",
-            "--set", "model.max_position_embeddings=32", "--set", "train.eval_every=2"]
+        (folder / f"{split}.tsv").write_text("sentence\tlabel\n" + rows)
+    (folder / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\t{s}\n" for i, s in enumerate(SENTENCES)))
+    return folder
+
+
+# a model small enough for a comparison in seconds
+COMPARE_TINY = ["--set", "model.hidden_size=32", "--set", "model.num_layers=1", "--set", "model.intermediate_size=37",
+                "--set", "model.embedding_size=24", "--set", "data.seq_len=32", "--set", "train.batch_size=8",
+                "--set", "data.vocab_size=200", "--set", "model.max_position_embeddings=32", "--set", "train.eval_every=2"]
+
+
+def _compare_argv(corpus, glue, out):
+    tiny = [*COMPARE_TINY, "--set", "train.threads=1", "--set", "train.max_steps=4"]
+    return [str(a) for a in ["compare", "--corpus", corpus, "--budget", "10m", "--task", "sst2", "--data", glue,
+                             "--out", out, "--seeds", "1,2", "--epochs", "1", "--no-progress", *tiny]]
+
+
+def test_compare_pretrains_both_fine_tunes_three_and_reports(tmp_path, corpus, capsys):
+    _sst2(tmp_path / "glue" / "SST-2")
     out = tmp_path / "cmp"
-    argv = ["compare", "--corpus", corpus, "--budget", "10m", "--task", "sst2", "--data", tmp_path / "glue",
-            "--out", out, "--seeds", "1,2", "--epochs", "1", "--no-progress", *tiny]
-    assert main([str(a) for a in argv]) == 0
+    assert main(_compare_argv(corpus, tmp_path / "glue", out)) == 0
     results = json.loads((out / "results.json").read_text())["results"]
     assert set(results) == {"electra", "mlm", "scratch"}
     for name, r in results.items():
@@ -147,23 +158,46 @@ def test_compare_pretrains_both_fine_tunes_three_and_reports(tmp_path, corpus, c
     assert f"<td>{results['mlm']['median']:.2f}</td>" in text and (out / "heldout_vs_flops.png").is_file()
 
 
-def test_compare_at_equal_flops_with_pretraining_seeds_an_lr_grid_and_a_subset(tmp_path, corpus, capsys):
-    from tests.conftest import SENTENCES
+def test_an_interrupted_compare_fine_tunes_nothing_and_the_same_command_continues(tmp_path, corpus, capsys,
+                                                                                   monkeypatch):
+    import signal
 
-    glue = tmp_path / "SST-2"
-    glue.mkdir()
-    rows = "".join(f"{s} \t{int('!' in s or 'praised' in s)}\n" for s in SENTENCES * 3)
-    for split in ("train", "dev"):
-        (glue / f"{split}.tsv").write_text("sentence\tlabel\n" + rows)
-    tiny = ["--set", "model.hidden_size=32", "--set", "model.num_layers=1", "--set", "model.intermediate_size=37",
-            "--set", "model.embedding_size=24", "--set", "data.seq_len=32", "--set", "train.batch_size=8",
-            "--set", "data.vocab_size=200", "--set", "model.max_position_embeddings=32", "--set", "train.eval_every=2"]
+    import electra.train
+
+    _sst2(tmp_path / "glue" / "SST-2")
+    out = tmp_path / "cmp"
+    argv = _compare_argv(corpus, tmp_path / "glue", out)
+    step = electra.train.train_step
+
+    def ctrl_c_in_the_second_step(t, lr):
+        if t.step == 1:
+            signal.raise_signal(signal.SIGINT)
+        return step(t, lr)
+
+    monkeypatch.setattr(electra.train, "train_step", ctrl_c_in_the_second_step)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "stopped at step 2 of 4 (checkpoint saved); give the same command again" in err
+    # the first run stopped with its checkpoint; no other run started and nothing was fine-tuned
+    # (a part-trained run fine-tuned would be reported, and kept, as finished)
+    assert [p.name for p in (out / "runs").iterdir()] == ["electra-s0"]
+    assert (out / "runs" / "electra-s0" / "checkpoints" / "step-00000002").is_dir()
+    assert not (out / "finetune").exists() and not (out / "results.json").exists()
+    monkeypatch.undo()
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert results["electra"]["pretrain_steps"] == results["mlm"]["pretrain_steps"] == [4]
+    assert all(len(r["seeds"]) == 2 for r in results.values())
+
+
+def test_compare_at_equal_flops_with_pretraining_seeds_an_lr_grid_and_a_subset(tmp_path, corpus, capsys):
+    glue = _sst2(tmp_path / "SST-2", copies=3)
     out = tmp_path / "cmp"
     argv = ["compare", "--corpus", corpus, "--budget", "3e9", "--task", "sst2", "--data", glue, "--out", out,
             "--arm", "electra", "--arm", "wide:objective.generator_size=1.0", "--arm", "scratch",
             "--arm", "mean:finetune.pooling=mean,finetune.reinit_layers=1",
             "--pretrain-seeds", "1,2", "--seeds", "1", "--lrs", "1e-3,3e-3", "--train-size", "20", "--epochs", "1",
-            "--jobs", "2", "--no-progress", *tiny]
+            "--jobs", "2", "--no-progress", *COMPARE_TINY]
     assert main([str(a) for a in argv]) == 0
     results = json.loads((out / "results.json").read_text())["results"]
     assert set(results) == {"electra", "wide", "scratch", "mean"}

@@ -207,8 +207,8 @@ def main(argv=None) -> int:
             raise
         print(f"electra: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("electra: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print("electra: interrupted" + (f": {e}" if e.args else ""), file=sys.stderr)
         return 130
     return 0
 

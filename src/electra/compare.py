@@ -22,10 +22,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import statistics
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from multiprocessing import get_context
+from multiprocessing import active_children, get_context
 from pathlib import Path
 
 from electra.config import Config, apply_overrides, parse_duration, preset_config
@@ -229,32 +232,74 @@ def _scratch_seeds(cc: CompareConfig) -> tuple[int, ...]:
 
 
 def _run_all(job, argument_lists: list[tuple], jobs: int):
+    """Run the jobs, `jobs` at a time. An error or an interruption in one stops the comparison: no
+    job starts after it, the running ones finish (interrupted, they save a checkpoint)."""
     if jobs <= 1 or len(argument_lists) <= 1:
         for arguments in argument_lists:
             job(*arguments)
         return
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        for done in [pool.submit(job, *arguments) for arguments in argument_lists]:
-            done.result()  # re-raises a job's error
+    waiting, running = list(argument_lists), set()
+    try:
+        with _workers_stopped_on_sigterm(), ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            while waiting or running:
+                while waiting and len(running) < jobs:  # handed out one by one: the pool queues none ahead
+                    running.add(pool.submit(job, *waiting.pop(0)))
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()  # re-raises a job's error
+    except KeyboardInterrupt as e:  # Ctrl-C: a worker's own account says where it stopped
+        raise next((f.exception() for f in running if not f.cancelled() and isinstance(f.exception(), KeyboardInterrupt)
+                    and f.exception().args), e) from None
+
+
+@contextmanager
+def _workers_stopped_on_sigterm():
+    """`kill` of this process stops its workers as Ctrl-C does (Ctrl-C reaches the whole process
+    group; SIGTERM only this process, and the workers would go on without it)."""
+    def stop(signum, frame):
+        for worker in active_children():
+            os.kill(worker.pid, signal.SIGTERM)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _pretrain_job(cfg_dict: dict, preset: str, run: str, data: str, show_progress: bool):
     """Pre-train one arm's run (continued if it was interrupted; skipped if it is complete)."""
-    from electra.checkpoint import latest_checkpoint
     from electra.rundir import open_run
     from electra.train import pretrain
 
     cfg = Config.from_dict(cfg_dict)
-    last = latest_checkpoint(run)
-    if last is not None:
-        state = json.loads((last / "state.json").read_text())
-        budget = cfg.train.time_budget_seconds
-        if state["step"] >= cfg.train.max_steps or (budget and state.get("elapsed", 0) >= budget):
-            return
+    if _pretrained_step(run, cfg) is None:
+        return
     overrides = {f"{section}.{k}": v for section, values in cfg_dict.items() for k, v in values.items()
                  if not (section == "model" and k == "vocab_size")}
     cfg, data_dir = open_run(run, preset, overrides, data_dir=data, resume=True, show_progress=show_progress)
     pretrain(cfg, run, data_dir, resume=True, show_progress=show_progress)
+    step = _pretrained_step(run, cfg)
+    if step is not None:  # stopped by SIGINT / SIGTERM: a part-trained run fine-tuned would pass as finished
+        raise KeyboardInterrupt(f"{run} stopped at step {step} of {cfg.train.max_steps} (checkpoint saved); "
+                                "give the same command again to continue the comparison")
+
+
+def _pretrained_step(run: str, cfg: Config) -> int | None:
+    """The step the run's last checkpoint holds, or None once it has reached its budget."""
+    from electra.checkpoint import latest_checkpoint
+
+    last = latest_checkpoint(run)
+    if last is None:
+        return 0
+    state = json.loads((last / "state.json").read_text())
+    budget = cfg.train.time_budget_seconds
+    done = state["step"] >= cfg.train.max_steps or (budget and state.get("elapsed", 0) >= budget)
+    return None if done else state["step"]
 
 
 def _finetune_job(cc: CompareConfig, run: str | None, data: str, task_dir: str | None, lr: float | None, out: str,
