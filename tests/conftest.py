@@ -53,6 +53,21 @@ def make_corpus(path: Path, documents: int = 300, seed: int = 0) -> Path:
     return path
 
 
+def sst2_label(sentence: str) -> int:
+    """The fixture sentences' sentiment: an exclamation or praise is positive."""
+    return int("!" in sentence or "praised" in sentence)
+
+
+def make_sst2(folder: Path, copies: int = 1) -> Path:
+    """A small SST-2 folder in GLUE's TSV layout: the fixture sentences (`copies` times) as train and dev."""
+    folder.mkdir(parents=True)
+    rows = "".join(f"{s} \t{sst2_label(s)}\n" for s in SENTENCES * copies)
+    for split in ("train", "dev"):
+        (folder / f"{split}.tsv").write_text("sentence\tlabel\n" + rows)
+    (folder / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\t{s}\n" for i, s in enumerate(SENTENCES)))
+    return folder
+
+
 def shared_file(relative: str) -> Path:
     path = SHARED_DATA / relative
     if not path.exists():

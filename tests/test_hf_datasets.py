@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from electra.corpus import builtin_corpus, read_documents
-from tests.conftest import SENTENCES, TINY, make_corpus, run_cli
+from tests.conftest import SENTENCES, TINY, make_corpus, make_sst2, run_cli, sst2_label
 
 datasets = pytest.importorskip("datasets")
 
@@ -66,13 +66,8 @@ def test_a_hub_name_without_network_is_a_one_line_error(tmp_path):
 
 
 def test_glue_through_datasets_fine_tunes_as_the_tsv_files_do(tmp_path, tokenizer_dir, capsys):
-    labels = [int("!" in s or "praised" in s) for s in SENTENCES]
-    tsv = tmp_path / "SST-2"
-    tsv.mkdir()
-    rows = "".join(f"{s} \t{y}\n" for s, y in zip(SENTENCES, labels))
-    for split in ("train", "dev"):
-        (tsv / f"{split}.tsv").write_text("sentence\tlabel\n" + rows)
-    (tsv / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\t{s}\n" for i, s in enumerate(SENTENCES)))
+    labels = [sst2_label(s) for s in SENTENCES]
+    tsv = make_sst2(tmp_path / "SST-2")
     split = lambda y: {"sentence": [f"{s} " for s in SENTENCES], "label": y, "idx": list(range(len(SENTENCES)))}  # noqa: E731
     datasets.DatasetDict({"train": datasets.Dataset.from_dict(split(labels)),
                           "validation": datasets.Dataset.from_dict(split(labels)),

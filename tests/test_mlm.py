@@ -12,6 +12,7 @@ from electra.config import ObjectiveConfig, preset_config
 from electra.noise import draw_noise, example_keys
 from electra.objective import MaskedLM, mask_tokens
 from electra.tokenizer import MASK_ID
+from tests.conftest import make_sst2
 
 
 def test_mlm_masking_is_80_10_10_over_a_large_seeded_sample():
@@ -119,18 +120,6 @@ def test_report_renders_runs_with_figures_and_the_results_table(tmp_path, corpus
     assert "give the --out of `electra finetune`" in capsys.readouterr().err
 
 
-def _sst2(folder, copies: int = 1):
-    """A small SST-2 folder: the fixture sentences, labelled by their punctuation and wording."""
-    from tests.conftest import SENTENCES
-
-    folder.mkdir(parents=True)
-    rows = "".join(f"{s} \t{int('!' in s or 'praised' in s)}\n" for s in SENTENCES * copies)
-    for split in ("train", "dev"):
-        (folder / f"{split}.tsv").write_text("sentence\tlabel\n" + rows)
-    (folder / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\t{s}\n" for i, s in enumerate(SENTENCES)))
-    return folder
-
-
 # a model small enough for a comparison in seconds
 COMPARE_TINY = ["--set", "model.hidden_size=32", "--set", "model.num_layers=1", "--set", "model.intermediate_size=37",
                 "--set", "model.embedding_size=24", "--set", "data.seq_len=32", "--set", "train.batch_size=8",
@@ -144,7 +133,7 @@ def _compare_argv(corpus, glue, out):
 
 
 def test_compare_pretrains_both_fine_tunes_three_and_reports(tmp_path, corpus, capsys):
-    _sst2(tmp_path / "glue" / "SST-2")
+    make_sst2(tmp_path / "glue" / "SST-2")
     out = tmp_path / "cmp"
     assert main(_compare_argv(corpus, tmp_path / "glue", out)) == 0
     results = json.loads((out / "results.json").read_text())["results"]
@@ -164,7 +153,7 @@ def test_an_interrupted_compare_fine_tunes_nothing_and_the_same_command_continue
 
     import electra.train
 
-    _sst2(tmp_path / "glue" / "SST-2")
+    make_sst2(tmp_path / "glue" / "SST-2")
     out = tmp_path / "cmp"
     argv = _compare_argv(corpus, tmp_path / "glue", out)
     step = electra.train.train_step
@@ -191,7 +180,7 @@ def test_an_interrupted_compare_fine_tunes_nothing_and_the_same_command_continue
 
 
 def test_compare_at_equal_flops_with_pretraining_seeds_an_lr_grid_and_a_subset(tmp_path, corpus, capsys):
-    glue = _sst2(tmp_path / "SST-2", copies=3)
+    glue = make_sst2(tmp_path / "SST-2", copies=3)
     out = tmp_path / "cmp"
     argv = ["compare", "--corpus", corpus, "--budget", "3e9", "--task", "sst2", "--data", glue, "--out", out,
             "--arm", "electra", "--arm", "wide:objective.generator_size=1.0", "--arm", "scratch",

@@ -247,9 +247,9 @@ def _run_all(job, argument_lists: list[tuple], jobs: int):
                 done, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     future.result()  # re-raises a job's error
-    except KeyboardInterrupt as e:  # Ctrl-C: a worker's own account says where it stopped
-        raise next((f.exception() for f in running if not f.cancelled() and isinstance(f.exception(), KeyboardInterrupt)
-                    and f.exception().args), e) from None
+    except KeyboardInterrupt as e:  # Ctrl-C: a worker's own account (all have ended here) says where it stopped
+        accounts = [f.exception() for f in running]
+        raise next((a for a in accounts if isinstance(a, KeyboardInterrupt) and a.args), e) from None
 
 
 @contextmanager
