@@ -11,7 +11,8 @@ import torch
 
 from electra.cli import main
 from electra.config import preset_config
-from electra.finetune import Classifier, FinetuneConfig, layerwise_groups
+from electra.errors import UsageError
+from electra.finetune import Classifier, FinetuneConfig, epoch_batches, layerwise_groups
 from electra.tasks import GLUE, TaskSpec, load_task, task_metrics
 from tests.conftest import shared_file
 
@@ -167,14 +168,42 @@ def test_finetune_from_a_pretrained_run_on_a_regression_task(tmp_path, corpus, c
     out = tmp_path / "ft"
     argv = ["finetune", "--model", run, "--task", "custom", "--data", folder, "--text-column", "first",
             "--text-pair-column", "second", "--label-column", "score", "--regression", "--out", out,
-            "--epochs", "2", "--no-progress", "--max-length", "32"]
+            "--epochs", "2", "--no-progress", "--max-length", "32", "--batching", "length"]
     assert main([str(a) for a in argv]) == 0
     report = json.loads((out / "metrics.json").read_text())
     assert report["metric"] == "pearson" and "step 3" in report["model"]
+    assert report["config"]["batching"] == "length"
     assert set(report["seeds"]["1"]) >= {"pearson", "spearman"}
     assert not (out / "predictions" / "test.tsv").exists()  # no test file, no test predictions
     dev = (out / "predictions" / "dev.tsv").read_text().splitlines()
     assert len(dev) == 17 and all(math.isfinite(float(line.split("\t")[1])) for line in dev[1:])
+
+
+def test_an_epoch_is_every_example_once_and_length_batching_pads_far_less():
+    lengths = torch.randint(3, 60, (1000,), generator=torch.Generator().manual_seed(0)).tolist()
+    ids = [[5] * n for n in lengths]
+
+    def padded(batches):
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches)
+
+    epochs = {}
+    for batching in ("random", "length"):
+        g = torch.Generator().manual_seed(1)
+        epochs[batching] = [epoch_batches(ids, 32, g, batching) for _ in range(2)]
+        for batches in epochs[batching]:
+            assert len(batches) == math.ceil(1000 / 32) and sorted(i for b in batches for i in b) == list(range(1000))
+            assert sorted(map(len, batches))[1:] == [32] * (len(batches) - 1)  # one short batch at most
+        assert epochs[batching][0] != epochs[batching][1]  # a new draw each epoch
+        assert epoch_batches(ids, 32, torch.Generator().manual_seed(1), batching) == epochs[batching][0]
+    # "random" is the official cut of one permutation, as before the option existed (same results)
+    order = torch.randperm(1000, generator=torch.Generator().manual_seed(1)).tolist()
+    assert epochs["random"][0] == [order[k:k + 32] for k in range(0, 1000, 32)]
+    # the same examples are drawn; batched by length, the padding nearly goes
+    assert padded(epochs["length"][0]) < 1.1 * sum(lengths) < 0.7 * padded(epochs["random"][0])
+    maxima = [max(lengths[i] for i in b) for b in epochs["length"][0]]
+    assert maxima != sorted(maxima) and maxima != sorted(maxima, reverse=True)  # the batches in random order
+    with pytest.raises(UsageError, match="batching"):
+        FinetuneConfig(batching="sorted")
 
 
 def test_custom_spec_keeps_labels_as_written():

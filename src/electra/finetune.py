@@ -6,7 +6,8 @@ of the steps and linear decay to zero; layer-wise learning-rate decay, lr * deca
 with depth 0 for the embeddings, l + 1 for layer l and L + 2 for the head; batch 32, length 128,
 3 epochs (10 for RTE and STS-B); MRPC and STS-B train on both sentence orders. Several seeds give
 the median the paper reports. `--model none` trains the same architecture from random weights.
-Departures, for CPU-scale models and small training sets: PRESET_LAYER_DECAY and MIN_STEPS.
+Departures, for CPU-scale models and small training sets: PRESET_LAYER_DECAY and MIN_STEPS; and
+batches of near-equal lengths (FinetuneConfig.batching), for speed.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ class FinetuneConfig:
     # the embeddings' lr as a fraction of what layer_decay gives them; 0 freezes them (words seen in
     # training stay in the space of those only dev has; measured on SST-2-1k: far worse, docs/LOG.md)
     embedding_lr_scale: float = 1.0
+    # how an epoch is cut into batches: "length" (examples of about the same length together, the
+    # batches in random order: far less padding, SST-2 1.8x faster, results the same; docs/LOG.md) or
+    # "random" (a permutation cut in order, the official recipe)
+    batching: str = "length"
 
     def __post_init__(self):
         if ((self.lr is not None and self.lr <= 0) or self.batch_size < 1 or (self.epochs is not None and self.epochs < 1)
@@ -70,6 +75,8 @@ class FinetuneConfig:
             raise UsageError("fine-tuning needs lr > 0, batch size >= 1, epochs >= 1 and max length >= 8")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             raise UsageError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
+        if self.batching not in ("random", "length"):
+            raise UsageError(f"fine-tuning batching must be random or length, got {self.batching!r}")
         if self.pooling not in ("cls", "mean"):
             raise UsageError(f"fine-tuning pooling must be cls or mean, got {self.pooling!r}")
         if self.reinit_layers < 0 or not 0 <= (self.encoder_dropout or 0) < 1 or self.embedding_lr_scale < 0:
@@ -233,11 +240,10 @@ def train_one_seed(spec: TaskSpec, cfg: FinetuneConfig, model_cfg: ModelConfig, 
     g = torch.Generator().manual_seed(seed)
     history, step = [], 0
     for epoch in range(cfg.epochs):
-        order = torch.randperm(n, generator=g).tolist()
-        bar = tqdm(range(steps_per_epoch), desc=f"seed {seed} epoch {epoch + 1}/{cfg.epochs}",
+        batches = epoch_batches(train.ids, cfg.batch_size, g, cfg.batching)
+        bar = tqdm(batches, desc=f"seed {seed} epoch {epoch + 1}/{cfg.epochs}",
                    disable=not show_progress, dynamic_ncols=True, leave=False)
-        for k in bar:
-            rows = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+        for k, rows in enumerate(bar):
             factor = lr_at(step, 1.0, warmup, step / total)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
@@ -255,6 +261,23 @@ def train_one_seed(spec: TaskSpec, cfg: FinetuneConfig, model_cfg: ModelConfig, 
         history.append(metrics)
         log(f"seed {seed} epoch {epoch + 1}: dev " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return model, history
+
+
+def epoch_batches(ids: list, batch_size: int, g: torch.Generator, batching: str = "random") -> list[list[int]]:
+    """One epoch's batches (row indices), ceil(n / batch_size) of them, from one permutation drawn
+    with `g`. "length": the permutation is taken 50 batches at a time, sorted by length and cut, and
+    the batches are then shuffled: each is still a random draw, but of near-equal lengths, so little
+    is padding (SST-2's training set, 0.96 M tokens: 2.9 M an epoch padded at random, 1.0 M so)."""
+    n = len(ids)
+    order = torch.randperm(n, generator=g).tolist()
+    if batching == "random":
+        return [order[k:k + batch_size] for k in range(0, n, batch_size)]
+    group = 50 * batch_size  # whole batches: only the epoch's last can be short
+    batches = []
+    for start in range(0, n, group):
+        rows = sorted(order[start:start + group], key=lambda i: len(ids[i]))
+        batches += [rows[k:k + batch_size] for k in range(0, len(rows), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
 
 def finetune(spec: TaskSpec, task: TaskData, cfg: FinetuneConfig, start: StartingPoint, out_dir,

@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="default 32")
     p.add_argument("--max-length", type=int, help="default 128 (or the model's positions, if fewer)")
     p.add_argument("--layer-decay", type=float, help="default: by model size (1.0 tiny, else 0.8)")
+    p.add_argument("--batching", choices=("random", "length"),
+                   help="length (default): batches of near-equal lengths, in random order (less padding: "
+                        "SST-2 1.8x faster); random: the official recipe's")
     p.add_argument("--train-size", type=int, help="fine-tune on a seeded random subset of this many training examples")
     p.add_argument("--step", type=int, help="checkpoint step of RUN (default: the latest)")
     p.add_argument("--tokenizer", metavar="DIR", help="with --model none: the tokenizer (a run or its folder)")
