@@ -263,7 +263,7 @@ def train_one_seed(spec: TaskSpec, cfg: FinetuneConfig, model_cfg: ModelConfig, 
     return model, history
 
 
-def epoch_batches(ids: list, batch_size: int, g: torch.Generator, batching: str = "random") -> list[list[int]]:
+def epoch_batches(ids: list, batch_size: int, g: torch.Generator, batching: str) -> list[list[int]]:
     """One epoch's batches (row indices), ceil(n / batch_size) of them, from one permutation drawn
     with `g`. "length": the permutation is taken 50 batches at a time, sorted by length and cut, and
     the batches are then shuffled: each is still a random draw, but of near-equal lengths, so little
