@@ -177,6 +177,27 @@ def test_the_discriminators_own_lm_loss_adds_its_weighted_mean_and_trains_only_t
     torch.testing.assert_close(model(ids, types, attn, noise).loss, plain(ids, types, attn, noise).loss)
 
 
+def test_disc_mask_share_keeps_that_share_of_the_mask_positions_masked_for_the_discriminator_in_training():
+    ids, types, attn, noise = batch_and_noise(B=16, T=40)
+    m = mask_tokens(ids, noise.select, noise.keep, 0.15)
+    seen = []
+    for share in (0.0, 0.5, 1.0):
+        model = small_model(disc_mlm_weight=1.0, disc_mask_share=share)
+        model.discriminator.encoder.register_forward_hook(lambda mod, args, out: seen.append(args[0].clone()))
+        out = model.train()(ids, types, attn, noise)
+        disc_in = seen[-1].gather(1, m.positions)
+        masked = (disc_in == MASK_ID) & m.weights
+        assert not (masked & ~m.is_mask_token).any()  # only where the generator saw [MASK] too
+        assert out.labels.gather(1, m.positions)[masked].all()  # a [MASK] is not the original: "replaced"
+        share_seen = float(masked.sum() / (m.weights & m.is_mask_token).sum())
+        assert share_seen == pytest.approx(share, abs=0.2) and (share_seen == 1.0) == (share == 1.0)
+        assert (share_seen == 0.0) == (share == 0.0)
+        model.eval()(ids, types, attn, noise)  # held-out evaluation: the real task, samples everywhere
+        assert not (seen[-1] == MASK_ID).any()
+    with pytest.raises(Exception, match="disc_mlm_weight"):
+        ObjectiveConfig(disc_mask_share=0.5)
+
+
 def test_gdes_keeps_the_rtd_gradient_out_of_the_shared_word_embeddings():
     shared, gdes = small_model(), small_model(embedding_sharing="gdes")
     gdes.load_state_dict({**shared.state_dict(), "discriminator.encoder.embeddings.word_delta.weight":

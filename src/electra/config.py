@@ -79,6 +79,10 @@ class ObjectiveConfig:
     # (corrupted) input, a corrective LM loss of this weight beside RTD (multi-task; not in the
     # paper; its head is not exported)
     disc_mlm_weight: float = 0.0
+    # with disc_mlm_weight: of the positions the generator saw as [MASK], this share stays [MASK] in
+    # the discriminator's input while training (a masked LM's own task for its vocabulary head; RTD
+    # labels them replaced, as they are), the rest get the generator's samples (not in the paper)
+    disc_mask_share: float = 0.0
     # "shared": one embedding table for both (official); "gdes": the discriminator adds its own
     # delta to the shared word vectors, which its loss does not update (DeBERTa-V3)
     embedding_sharing: str = "shared"
@@ -106,6 +110,10 @@ class ObjectiveConfig:
             raise UsageError("objective.temperature must be > 0")
         if self.disc_mlm_weight < 0:
             raise UsageError("objective.disc_mlm_weight must be >= 0")
+        _check_fraction(self, "disc_mask_share")
+        if self.disc_mask_share > 0 and self.disc_mlm_weight == 0:
+            raise UsageError("objective.disc_mask_share needs objective.disc_mlm_weight > 0 "
+                             "(the discriminator's [MASK] positions train only its masked-LM head)")
         _check_choice(self, "disc_bias_init", ("zero", "base_rate"))
         _check_choice(self, "embedding_sharing", ("shared", "gdes"))
         _check_choice(self, "rtd_tokens", ("all", "maskable"))

@@ -230,6 +230,9 @@ class Electra(nn.Module):
 
         sampled = sample_replacements(gen_logits, noise.sample, obj.temperature, gen_probs)  # (B, N)
         sampled = torch.where(m.weights, sampled, m.originals)
+        if self.training and obj.disc_mask_share > 0:  # a subset of the [MASK] positions keeps [MASK]
+            sampled = torch.where(m.is_mask_token & (noise.keep < obj.mask_token_prob * obj.disc_mask_share),
+                                  MASK_ID, sampled)
         disc_ids = m.input_ids.scatter(1, m.positions, sampled)
         labels = torch.zeros_like(input_ids, dtype=torch.bool)
         labels = labels.scatter(1, m.positions, (sampled != m.originals) & m.weights)  # (B, T)
