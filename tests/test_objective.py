@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from electra.config import ModelConfig, ObjectiveConfig
+from electra.errors import UsageError
 from electra.noise import draw_noise, example_keys
 from electra.objective import SPECIAL_IDS, Electra, mask_tokens, sample_replacements
 from electra.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
@@ -194,7 +195,7 @@ def test_disc_mask_share_keeps_that_share_of_the_mask_positions_masked_for_the_d
         assert (share_seen == 0.0) == (share == 0.0)
         model.eval()(ids, types, attn, noise)  # held-out evaluation: the real task, samples everywhere
         assert not (seen[-1] == MASK_ID).any()
-    with pytest.raises(Exception, match="disc_mlm_weight"):
+    with pytest.raises(UsageError, match="disc_mlm_weight"):
         ObjectiveConfig(disc_mask_share=0.5)
 
 
