@@ -43,6 +43,9 @@ class ModelConfig:
     attention_bias: str = "none"  # "none" or "alibi" (per-head linear distance penalty)
     alibi_slopes: str = "steep"  # "steep": 2^(-8h/max(H, 8)); "standard": 2^(-8h/H) (Press et al. 2022)
     position_init: str = "normal"  # "normal" N(0, initializer_range), or "sinusoidal" at that scale
+    # "normal" N(0, initializer_range), or "ppmi-svd": pre-training starts the word embeddings from the
+    # training corpus's count-based vectors (electra.word_vectors), rows of unit length
+    word_init: str = "normal"
 
     def __post_init__(self):
         _check_positive(self, "vocab_size", "hidden_size", "num_layers", "num_heads",
@@ -54,6 +57,7 @@ class ModelConfig:
         _check_choice(self, "attention_bias", ("none", "alibi"))
         _check_choice(self, "alibi_slopes", ("steep", "standard"))
         _check_choice(self, "position_init", ("normal", "sinusoidal"))
+        _check_choice(self, "word_init", ("normal", "ppmi-svd"))
         _check_fraction(self, "dropout", "attention_dropout")
 
     @property
@@ -171,8 +175,13 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     max_bad_steps: int = 10  # consecutive steps with a non-finite loss or gradient (skipped) before stopping
+    # the word embeddings' lr as a share of the rest's: 0 keeps them where they started (with
+    # model.word_init "ppmi-svd", the corpus's own vectors)
+    word_lr_scale: float = 1.0
 
     def __post_init__(self):
+        if self.word_lr_scale < 0:
+            raise UsageError(f"train.word_lr_scale must be >= 0, got {self.word_lr_scale}")
         _check_positive(self, "batch_size", "grad_accum", "warmup_steps", "max_steps",
                         "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "max_bad_steps")
         if self.batch_size % self.grad_accum:

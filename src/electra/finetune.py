@@ -61,9 +61,12 @@ class FinetuneConfig:
     pooling: str = "cls"  # what the classifier reads: "cls" (official) or "mean" (of the real tokens)
     reinit_layers: int = 0  # the top encoder layers re-initialised before fine-tuning (Zhang et al. 2021)
     encoder_dropout: float | None = None  # the encoder's dropout while fine-tuning; None: the model's own
-    # the embeddings' lr as a fraction of what layer_decay gives them; 0 freezes them (words seen in
-    # training stay in the space of those only dev has; measured on SST-2-1k: far worse, docs/LOG.md)
-    embedding_lr_scale: float = 1.0
+    # the embeddings' lr as a fraction of what layer_decay gives them; 0 freezes them. None: 0 for a
+    # run whose word vectors pre-training kept fixed (train.word_lr_scale 0: the corpus's PPMI-SVD
+    # vectors, which fine-tuning on a small set would otherwise pull apart: words seen in training
+    # leave the space of those only dev has; SST-2-1k +4.8 points, docs/LOG.md), else 1 (frozen
+    # learned embeddings measured far worse)
+    embedding_lr_scale: float | None = None
     # how an epoch is cut into batches: "length" (examples of about the same length together, the
     # batches in random order: far less padding, SST-2 1.8x faster, results the same; docs/LOG.md) or
     # "random" (a permutation cut in order, the official recipe)
@@ -79,7 +82,7 @@ class FinetuneConfig:
             raise UsageError(f"fine-tuning batching must be random or length, got {self.batching!r}")
         if self.pooling not in ("cls", "mean"):
             raise UsageError(f"fine-tuning pooling must be cls or mean, got {self.pooling!r}")
-        if self.reinit_layers < 0 or not 0 <= (self.encoder_dropout or 0) < 1 or self.embedding_lr_scale < 0:
+        if self.reinit_layers < 0 or not 0 <= (self.encoder_dropout or 0) < 1 or (self.embedding_lr_scale or 0) < 0:
             raise UsageError("fine-tuning reinit_layers and embedding_lr_scale must be >= 0 and encoder_dropout in [0, 1)")
 
 
@@ -93,6 +96,7 @@ class StartingPoint:
     encoder_state: dict | None
     size: str  # the preset whose fine-tuning lr fits this model's size
     source: str  # how reports name it
+    fixed_word_vectors: bool = False  # pre-training kept its (corpus) word vectors fixed
 
 
 def starting_point(model: str, step: int | None = None, tokenizer: str | None = None,
@@ -110,7 +114,7 @@ def starting_point(model: str, step: int | None = None, tokenizer: str | None = 
     size = ("large" if m.hidden_size >= 1024 else "base" if m.hidden_size >= 768
             else "small" if m.hidden_size >= 256 else "tiny")
     return StartingPoint(loaded.tokenizer, m, fold_word_delta(loaded.model.encoder.state_dict()), size,
-                         f"{model} step {loaded.step}")
+                         f"{model} step {loaded.step}", fixed_word_vectors=loaded.cfg.train.word_lr_scale == 0)
 
 
 class Classifier(nn.Module):
@@ -155,7 +159,7 @@ def layerwise_groups(model: Classifier, cfg: FinetuneConfig) -> list[dict]:
         if not p.requires_grad:
             continue
         depth, decay = parameter_depth(name, L), p.ndim >= 2
-        scale = cfg.embedding_lr_scale if depth == 0 else 1.0
+        scale = cfg.embedding_lr_scale if depth == 0 and cfg.embedding_lr_scale is not None else 1.0
         group = groups.setdefault((depth, decay), {
             "params": [], "names": [], "base_lr": cfg.lr * scale * cfg.layer_decay ** (L + 2 - depth),
             "weight_decay": cfg.weight_decay if decay else 0.0})
@@ -296,7 +300,7 @@ def finetune(spec: TaskSpec, task: TaskData, cfg: FinetuneConfig, start: Startin
     device = resolve_device(device)
     tokenizer = start.tokenizer
     train = encode(tokenizer, task.train, spec, max_length, swap=spec.swap_pairs)
-    cfg = resolved(cfg, spec, start.size, len(train.ids), max_length)
+    cfg = resolved(cfg, spec, start.size, len(train.ids), max_length, start.fixed_word_vectors)
     dev = encode(tokenizer, task.dev, spec, cfg.max_length)
     test = encode(tokenizer, task.test, spec, cfg.max_length) if task.test else None
     per_seed, best = {}, None
@@ -323,11 +327,15 @@ def finetune(spec: TaskSpec, task: TaskData, cfg: FinetuneConfig, start: Startin
     return report
 
 
-def resolved(cfg: FinetuneConfig, spec: TaskSpec, size: str, train_examples: int, max_length: int) -> FinetuneConfig:
+def resolved(cfg: FinetuneConfig, spec: TaskSpec, size: str, train_examples: int, max_length: int,
+             fixed_word_vectors: bool = False) -> FinetuneConfig:
     """The config's unset values made concrete: lr and layer decay by model size, the task's epochs
-    (or more, up to MIN_STEPS optimizer steps, on a small training set), the length."""
+    (or more, up to MIN_STEPS optimizer steps, on a small training set), the length, and the
+    embeddings kept fixed where pre-training kept its word vectors fixed."""
     steps_per_epoch = max(1, math.ceil(train_examples / cfg.batch_size))
+    embedding_lr_scale = cfg.embedding_lr_scale if cfg.embedding_lr_scale is not None else float(not fixed_word_vectors)
     return replace(cfg, lr=cfg.lr or PRESET_LR.get(size, 3e-4), max_length=max_length,
+                   embedding_lr_scale=embedding_lr_scale,
                    layer_decay=cfg.layer_decay if cfg.layer_decay is not None else PRESET_LAYER_DECAY.get(size, 0.8),
                    epochs=cfg.epochs or max(spec.epochs, math.ceil(MIN_STEPS / steps_per_epoch)))
 

@@ -16,9 +16,17 @@ def lr_at(step: int, peak: float, warmup_steps: int, progress: float) -> float:
 
 def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
     """AdamW over `cfg` (a TrainConfig); weight decay on matrices only (official: exclude
-    LayerNorm and bias)."""
+    LayerNorm and bias). With `word_lr_scale` != 1 the word embeddings are a group of their own,
+    whose "lr_scale" the training loop applies to every step's lr."""
+    from electra.model import Embeddings
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+    words = {id(m.word_embeddings.weight) for m in model.modules() if isinstance(m, Embeddings)}
+    if cfg.word_lr_scale == 1.0:
+        words = set()
+    groups = [{"params": [p for p in params if p.ndim >= 2 and id(p) not in words], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    if words:
+        groups.append({"params": [p for p in params if id(p) in words], "weight_decay": cfg.weight_decay,
+                       "lr_scale": cfg.word_lr_scale})
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                              eps=cfg.adam_eps, fused=True)

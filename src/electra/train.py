@@ -30,6 +30,7 @@ from electra.evaluate import evaluate_rtd
 from electra.metrics_log import MetricsLog, NullLog, Window
 from electra.noise import draw_noise, example_keys
 from electra.objective import build_model, count_parameters, loss_denominators
+from electra.word_vectors import init_word_vectors
 from electra.optim import build_optimizer, lr_at
 from electra.rundir import CONFIG_FILE, METRICS_FILE
 from electra.runtime import autocast_for, resolve_device, set_cpu_threads
@@ -157,6 +158,12 @@ def setup(cfg: Config, run: Path, data_dir, resume: bool, ranks: Dist) -> Traine
         else:
             state = load_checkpoint(ckpt, model, optimizer, restore_rng=True, verify=False)
             step, elapsed_before = state["step"], state.get("elapsed", 0.0)
+    if step == 0 and cfg.model.word_init == "ppmi-svd":
+        started = time.perf_counter()
+        seen = init_word_vectors(model, data_dir, tc.seed)
+        elapsed_before = time.perf_counter() - started  # part of the run's time (and of a time budget)
+        if ranks.is_main:
+            tqdm.write(f"word embeddings: PPMI-SVD vectors for {seen:,} tokens in {elapsed_before:.0f} s")
     if ranks.is_main:
         run.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run / CONFIG_FILE, cfg.to_dict())  # as resolved now (a resume may extend it)
@@ -173,7 +180,7 @@ def train_step(t: Trainer, lr: float) -> tuple[list[dict], torch.Tensor, bool]:
     rank makes the same."""
     cfg, ranks, tc = t.cfg, t.ranks, t.cfg.train
     for group in t.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     seq_len = cfg.data.seq_len
     num_predictions = cfg.objective.predictions_per_sequence(seq_len)
     per_rank = t.per_rank
