@@ -20,9 +20,8 @@ def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
     whose "lr_scale" the training loop applies to every step's lr."""
     from electra.model import Embeddings
     params = [p for p in model.parameters() if p.requires_grad]
-    words = {id(m.word_embeddings.weight) for m in model.modules() if isinstance(m, Embeddings)}
-    if cfg.word_lr_scale == 1.0:
-        words = set()
+    words = (set() if cfg.word_lr_scale == 1.0 else
+             {id(m.word_embeddings.weight) for m in model.modules() if isinstance(m, Embeddings)})
     groups = [{"params": [p for p in params if p.ndim >= 2 and id(p) not in words], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     if words:

@@ -30,10 +30,10 @@ from electra.evaluate import evaluate_rtd
 from electra.metrics_log import MetricsLog, NullLog, Window
 from electra.noise import draw_noise, example_keys
 from electra.objective import build_model, count_parameters, loss_denominators
-from electra.word_vectors import init_word_vectors
 from electra.optim import build_optimizer, lr_at
 from electra.rundir import CONFIG_FILE, METRICS_FILE
 from electra.runtime import autocast_for, resolve_device, set_cpu_threads
+from electra.word_vectors import init_word_vectors
 
 
 @dataclass

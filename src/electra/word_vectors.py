@@ -15,21 +15,18 @@ import torch
 from scipy.sparse import coo_matrix, csr_matrix
 from sklearn.utils.extmath import randomized_svd
 
-from electra.data import load_index
+from electra.data import PretrainingData
 
 
 def corpus_tokens(data_dir, max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
     """Up to `max_tokens` of the training split from the first shards, with each token's document
     number (so that no context window crosses a document boundary)."""
-    index = load_index(data_dir)
-    dtype = np.dtype(index["dtype"])
     tokens, documents, offset = [], [], 0
-    for shard in index["splits"]["train"]["shards"]:
+    for shard_tokens, _, starts in PretrainingData(data_dir, "train").shards:
         if offset >= max_tokens:
             break
-        n = min(shard["tokens"], max_tokens - offset)
-        tokens.append(np.memmap(f"{data_dir}/{shard['name']}.tokens", dtype=dtype, mode="r", shape=(shard["tokens"],))[:n])
-        starts = np.load(f"{data_dir}/{shard['name']}.documents.npy")
+        n = min(len(shard_tokens), max_tokens - offset)
+        tokens.append(shard_tokens[:n])
         documents.append(np.searchsorted(starts, np.arange(n), side="right") + len(documents) * 2**40)
         offset += n
     return np.concatenate(tokens).astype(np.int64), np.concatenate(documents)
@@ -75,9 +72,8 @@ def ppmi_svd_vectors(data_dir, vocab_size: int, dim: int, window: int = 5, max_t
 
 @torch.no_grad()
 def init_word_vectors(model: torch.nn.Module, data_dir, seed: int) -> int:
-    """Copy the corpus's PPMI-SVD vectors into every word embedding of `model` (one when they are
-    shared), rows of unit length; tokens without a vector keep their random row. Returns the number
-    of tokens given a vector.
+    """Copy the corpus's PPMI-SVD vectors into `model`'s word embedding, rows of unit length; tokens
+    without a vector keep their random row. Returns the number of tokens given a vector.
 
     Unit rows, not N(0, 0.02)'s length (0.23 at width 128): the input side does not care (a
     LayerNorm follows), but the generator's output layer is tied to these rows, and at 0.23 its
@@ -85,15 +81,8 @@ def init_word_vectors(model: torch.nn.Module, data_dir, seed: int) -> int:
     with the vectors kept fixed (`train.word_lr_scale=0`) that held its accuracy at [MASK] at 0.04
     for 400 steps (0.09 with trained random rows; docs/LOG.md)."""
     from electra.model import Embeddings
-    tables = {id(m.word_embeddings): m.word_embeddings for m in model.modules() if isinstance(m, Embeddings)}
-    computed, done = {}, 0
-    for table in tables.values():
-        shape = tuple(table.weight.shape)
-        if shape not in computed:
-            computed[shape] = ppmi_svd_vectors(data_dir, *shape, seed=seed)
-        vectors, seen = computed[shape]
-        table.weight[seen] = vectors[seen].to(table.weight.dtype)
-        if table.padding_idx is not None:
-            table.weight[table.padding_idx].zero_()
-        done = int(seen.sum())
-    return done
+    # one table: the generator and the discriminator share it ("shared" and "gdes" alike)
+    (table,) = {id(m.word_embeddings): m.word_embeddings for m in model.modules() if isinstance(m, Embeddings)}.values()
+    vectors, seen = ppmi_svd_vectors(data_dir, *table.weight.shape, seed=seed)
+    table.weight[seen] = vectors[seen].to(table.weight.dtype)  # [PAD] never occurs: its row stays zero
+    return int(seen.sum())
