@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from electra.config import ModelConfig, ObjectiveConfig
 from electra.errors import UsageError
 from electra.noise import draw_noise, example_keys
-from electra.objective import SPECIAL_IDS, Electra, mask_tokens, sample_replacements
+from electra.objective import SPECIAL_IDS, Electra, mask_tokens, sample_replacements, swap_words, word_starts
 from electra.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 
 VOCAB = 99
@@ -29,9 +29,14 @@ def random_batch(rng: torch.Generator, B: int, T: int):
     return ids
 
 
-@settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**31), B=st.integers(1, 6), T=st.integers(4, 40),
-       mask_prob=st.floats(0.05, 0.5), N=st.integers(1, 12))
+def masking_cases(test):
+    """Random batches and masking settings for a property test (seed, B, T, mask_prob, N)."""
+    return settings(max_examples=60, deadline=None)(given(
+        seed=st.integers(0, 2**31), B=st.integers(1, 6), T=st.integers(4, 40),
+        mask_prob=st.floats(0.05, 0.5), N=st.integers(1, 12))(test))
+
+
+@masking_cases
 def test_masking_invariants(seed, B, T, mask_prob, N):
     N = min(N, T)
     rng = torch.Generator().manual_seed(seed)
@@ -52,6 +57,107 @@ def test_masking_invariants(seed, B, T, mask_prob, N):
         shown = m.input_ids[b, chosen]
         assert ((shown == MASK_ID) | (shown == ids[b, chosen])).all(), "no random replacement tokens"
         assert torch.equal(m.originals[b][m.weights[b]], ids[b, chosen])
+
+
+@masking_cases
+def test_whole_word_masking_chooses_every_piece_of_a_word_but_the_last_words_tail(seed, B, T, mask_prob, N):
+    N = min(N, T)
+    rng = torch.Generator().manual_seed(seed)
+    ids = random_batch(rng, B, T)
+    continues = torch.zeros(VOCAB, dtype=torch.bool)
+    continues[torch.randperm(VOCAB, generator=rng)[:VOCAB // 2]] = True  # about half the ids are "##" pieces
+    continues[list(SPECIAL_IDS)] = False
+    starts = word_starts(ids, continues)
+    noise = draw_noise(example_keys(seed, range(B)), T, N, "cpu")
+    token_level = mask_tokens(ids, noise.select, noise.keep, mask_prob)
+    m = mask_tokens(ids, noise.select, noise.keep, mask_prob, starts=starts)
+    assert torch.equal(m.weights, token_level.weights), "the count is the token-level one"
+    candidates = ~torch.isin(ids, torch.tensor(SPECIAL_IDS))
+    for b in range(B):
+        chosen = m.positions[b][m.weights[b]].tolist()
+        assert len(set(chosen)) == len(chosen) and candidates[b, chosen].all()
+        word_of = [int(starts[b, c]) for c in chosen]
+        order = list(dict.fromkeys(word_of))  # the words, in the order they were chosen
+        assert word_of == sorted(word_of, key=order.index), "each word's pieces are chosen in a row"
+        for w in order:
+            pieces = [t for t in range(T) if starts[b, t] == w and candidates[b, t]]
+            taken = [c for c in chosen if starts[b, c] == w]
+            assert taken == pieces[:len(taken)], "a word's pieces are chosen from its first one on"
+            assert w == order[-1] or taken == pieces, "every word but the last one chosen is whole"
+
+
+def test_whole_word_masking_chooses_words_uniformly():
+    ids = torch.randint(10, VOCAB, (4000, 20))
+    continues = torch.zeros(VOCAB, dtype=torch.bool)
+    ids[:, 1::2] = 5  # every word is two pieces: a start at an even position, "##" piece id 5 after it
+    continues[5] = True
+    noise = draw_noise(example_keys(7, range(4000)), 20, 4, "cpu")
+    m = mask_tokens(ids, noise.select, noise.keep, 0.2, starts=word_starts(ids, continues))
+    chosen = m.positions[m.weights]
+    assert torch.equal(torch.bincount(chosen % 2), torch.tensor([len(chosen) // 2] * 2)), "whole words, both pieces"
+    hits = torch.bincount(chosen[chosen % 2 == 0], minlength=20)[::2].float()
+    assert (hits / hits.mean() - 1).abs().max() < 0.1, hits
+
+
+def words_of(ids_row, starts_row):
+    """{start: tuple of the word's ids} for the words a swap may touch (started by a maskable token)."""
+    out = {}
+    for t, (i, s) in enumerate(zip(ids_row.tolist(), starts_row.tolist())):
+        if s == t and i not in SPECIAL_IDS:
+            out[t] = (i,)
+        elif s in out:
+            out[s] += (i,)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31), B=st.integers(1, 6), T=st.integers(4, 40), percent=st.integers(0, 100))
+def test_word_swaps_replace_whole_words_by_words_of_as_many_pieces_from_the_same_sequence(seed, B, T, percent):
+    prob = percent / 100
+    rng = torch.Generator().manual_seed(seed)
+    ids = random_batch(rng, B, T)
+    continues = torch.zeros(VOCAB, dtype=torch.bool)
+    continues[torch.randperm(VOCAB, generator=rng)[:VOCAB // 3]] = True
+    continues[list(SPECIAL_IDS)] = False
+    starts = word_starts(ids, continues)
+    noise = draw_noise(example_keys(seed, range(B)), T, 1, "cpu", word_swaps=True)
+    out = swap_words(ids, ids, starts, noise.swap, noise.donor, prob)
+    for b in range(B):
+        words = words_of(ids[b], starts[b])
+        for s, word in words.items():
+            new = tuple(out[b, s:s + len(word)].tolist())
+            swapped = float(noise.swap[b, s]) < prob and len(word) <= 4
+            assert new == word or swapped, "only the words drawn are swapped"
+            if swapped:
+                assert new in [w for w in words.values() if len(w) == len(word)], "for a word of the row, as long"
+        covered = [t for s, w in words.items() for t in range(s, s + len(w))]
+        others = torch.ones(T, dtype=torch.bool)
+        others[covered] = False
+        assert torch.equal(out[b, others], ids[b, others]), "special tokens, padding and cut pieces stay"
+        single = swap_words(ids[b:b + 1], ids[b:b + 1], starts[b:b + 1], noise.swap[b:b + 1], noise.donor[b:b + 1], prob)
+        assert torch.equal(single[0], out[b]), "a sequence's swaps do not depend on the batch"
+
+
+def test_word_swaps_draw_the_share_asked_and_their_donors_uniformly():
+    ids = torch.randint(10, VOCAB, (2000, 24))
+    starts = word_starts(ids, torch.zeros(VOCAB, dtype=torch.bool))  # single-piece words
+    noise = draw_noise(example_keys(5, range(2000)), 24, 1, "cpu", word_swaps=True)
+    out = swap_words(ids, ids, starts, noise.swap, noise.donor, 0.1)
+    drawn = noise.swap < 0.1
+    assert abs(float(drawn.float().mean()) - 0.1) < 0.005
+    # a donor is any of the row's 24 words, itself included: 1/24 of the drawn keep their token by
+    # that alone (plus the rare equal ids)
+    kept = float((out[drawn] == ids[drawn]).float().mean())
+    assert 1 / 24 <= kept < 1 / 24 + 0.02, kept
+    assert torch.equal(out[~drawn], ids[~drawn])
+
+
+def test_noise_for_word_swaps_leaves_the_other_draws_unchanged():
+    keys = example_keys(3, range(8))
+    plain, with_swaps = draw_noise(keys, 16, 4, "cpu"), draw_noise(keys, 16, 4, "cpu", word_swaps=True)
+    for name in ("select", "keep", "sample"):
+        assert torch.equal(getattr(plain, name), getattr(with_swaps, name))
+    assert plain.swap is None and with_swaps.swap.shape == with_swaps.donor.shape == (8, 16)
 
 
 def test_mask_token_share_is_85_percent_over_a_large_sample():
@@ -145,6 +251,22 @@ def test_labels_are_sampled_differs_from_original():
     expected = expected.scatter(1, m.positions, (m.originals != 42) & m.weights)
     assert torch.equal(out.labels, expected)
     assert out.labels.any() and (m.weights & (m.originals == 42)).any()
+
+
+def test_word_swaps_are_labelled_replaced_in_training_and_left_out_of_evaluation():
+    model = small_model(word_swap_prob=0.3)
+    ids, types, attn, _ = batch_and_noise(B=8, T=32)
+    noise = draw_noise(example_keys(0, range(8)), 32, 6, "cpu", word_swaps=True)
+    continues = [i for i in range(len(SPECIAL_IDS) + 1, VOCAB) if i % 3 == 0]  # a third are "##" pieces
+    with pytest.raises(RuntimeError, match="set_word_pieces"):
+        model(ids, types, attn, noise)
+    model.set_word_pieces(continues)
+    trained = model.train()(ids, types, attn, noise)
+    evaluated = model.eval()(ids, types, attn, noise)
+    m = mask_tokens(ids, noise.select, noise.keep, 0.15)
+    plain = torch.zeros_like(ids, dtype=torch.bool).scatter(1, m.positions, m.weights)
+    assert torch.equal(evaluated.labels & ~plain, torch.zeros_like(plain)), "no swaps in evaluation"
+    assert (trained.labels & ~plain).sum() > 10, "swapped words outside the chosen tokens are replaced"
 
 
 def test_generator_gets_no_gradient_from_the_discriminator_loss():

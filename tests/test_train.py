@@ -129,3 +129,32 @@ def test_keep_freed_memory_serves_large_tensors_from_the_heap():
     before, after, took = int(out[0]), int(out[1]), out[2]
     assert before >= 64 * 2 ** 20, "without the setting a 64 MB tensor is mmap'd (and page-faulted afresh)"
     assert took == "True" and after < 64 * 2 ** 20, "with it, the tensor comes from the heap"
+
+
+def test_a_whole_word_run_chooses_the_pieces_of_its_tokenizers_words_together(tmp_path, data_dir):
+    # with word swaps too: the trainer draws their noise and the run trains (swap_words is tested alone)
+    from electra.noise import draw_noise, example_keys
+    from electra.objective import mask_tokens
+    from electra.rundir import load_run
+    pretrain(tiny_config(data_dir, **{"train.max_steps": 2, "objective.whole_word": True,
+                                        "objective.word_swap_prob": 0.1}), tmp_path / "run",
+             data_dir, show_progress=False)
+    shutil.copy(data_dir / "tokenizer.json", tmp_path / "run")  # as `electra pretrain` does
+    loaded = load_run(tmp_path / "run", None)  # the word pieces come from the run's tokenizer
+    data = PretrainingData(data_dir, "train", 32, 0.0, seed=0)
+    ids = torch.stack([torch.as_tensor(data.example(i)[0]).long() for i in range(64)])
+    tokens = [[loaded.tokenizer.id_to_token(int(t)) for t in row] for row in ids]
+    assert sum(t.startswith("##") for row in tokens for t in row) > 50, "the fixture has words of several pieces"
+    noise = draw_noise(example_keys(0, range(64)), 32, 5, "cpu")
+    m = mask_tokens(ids, noise.select, noise.keep, 0.15, starts=loaded.model.word_starts(ids))
+    whole = split = 0
+    for b in range(64):
+        chosen = set(m.positions[b][m.weights[b]].tolist())
+        for c in chosen:  # a chosen "##" piece's word start was chosen too (or is [CLS]/[SEP], a cut word)
+            if tokens[b][c].startswith("##"):
+                start = max(t for t in range(c) if not tokens[b][t].startswith("##"))
+                whole += start in chosen
+                split += start not in chosen and tokens[b][start] not in ("[CLS]", "[SEP]")
+    assert whole > 10 and split == 0
+    with pytest.raises(RuntimeError, match="set_word_pieces"):
+        Electra(loaded.cfg.model, loaded.cfg.objective).word_starts(ids)

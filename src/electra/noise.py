@@ -23,6 +23,8 @@ class Noise:
     select: torch.Tensor  # (B, T)
     keep: torch.Tensor  # (B, N)
     sample: torch.Tensor  # (B, N)
+    swap: torch.Tensor | None = None  # (B, T): which words `objective.word_swap_prob` swaps
+    donor: torch.Tensor | None = None  # (B, T): which word of its sequence each swapped word takes
 
 
 def example_keys(seed: int, positions, purpose: int = 0) -> list[int]:
@@ -66,8 +68,10 @@ def keyed_uniform(keys: torch.Tensor, stream: int, n: int) -> torch.Tensor:
     return ((h >> 8).float() + 0.5) * 2.0 ** -24  # 24 bits: exact in float32, never 0 or 1
 
 
-def draw_noise(keys: list[int], seq_len: int, num_predictions: int, device) -> Noise:
-    """The noise of examples with these keys: it depends only on each example's key."""
+def draw_noise(keys: list[int], seq_len: int, num_predictions: int, device, word_swaps: bool = False) -> Noise:
+    """The noise of examples with these keys: it depends only on each example's key. `word_swaps`:
+    also the draws of `objective.word_swap_prob` (streams of their own: the others do not change)."""
     k = torch.tensor(keys, dtype=torch.int64, device=device)
+    swaps = (keyed_uniform(k, 3, seq_len), keyed_uniform(k, 4, seq_len)) if word_swaps else (None, None)
     return Noise(keyed_uniform(k, 0, seq_len), keyed_uniform(k, 1, num_predictions),
-                 keyed_uniform(k, 2, num_predictions))
+                 keyed_uniform(k, 2, num_predictions), *swaps)

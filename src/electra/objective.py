@@ -78,16 +78,32 @@ def loss_denominators(input_ids, mask_prob: float, max_predictions: int, rtd_tok
             int(rtd_scored(input_ids, rtd_tokens).sum()))
 
 
+def word_starts(input_ids, continues_word):
+    """(B, T): the position of the first piece of each token's word. `continues_word` (V,) bool
+    marks the "##" pieces; those right after a special token (a sequence cut mid-word) join it as
+    one word that the special token starts (it is never chosen; the pieces are, together)."""
+    B, T = input_ids.shape
+    position = torch.arange(T, device=input_ids.device).expand(B, T)
+    return torch.where(continues_word[input_ids], 0, position).cummax(dim=1).values
+
+
 def mask_tokens(input_ids, select_noise, keep_noise, mask_prob: float,
                 mask_token_prob: float = 0.85, random_token_prob: float = 0.0, random_noise=None,
-                vocab_size: int = 0) -> Masked:
+                vocab_size: int = 0, starts=None) -> Masked:
     """Choose `prediction_counts` of the maskable tokens uniformly without replacement, and replace
     85% of those with [MASK] (ELECTRA; BERT: 80% [MASK], `random_token_prob` 10% a random
     non-special token drawn from `random_noise`, the rest kept). N = keep_noise.shape[1] is the
-    number of prediction slots."""
+    number of prediction slots. `starts` (`word_starts`): choose whole words instead, in a random
+    order of words, each word's pieces in a row; the last word chosen may lose its last pieces to
+    the count (which stays the token-level one)."""
     N = keep_noise.shape[1]
     candidate = maskable(input_ids)
     k = prediction_counts(input_ids, mask_prob, N)
+    if starts is not None:
+        # every piece takes its word's draw; a later piece ranks just below the one before it (the
+        # draws are multiples of 2^-24 apart, the offsets under 2^-24 for T < 2^16: exact in float64)
+        position = torch.arange(input_ids.shape[1], device=input_ids.device, dtype=torch.float64)
+        select_noise = select_noise.double().gather(1, starts) - position * 2.0 ** -40
     scores = torch.where(candidate, select_noise, torch.full_like(select_noise, -1.0))
     positions = scores.topk(N, dim=1).indices  # (B, N), distinct, candidates first in random order
     weights = torch.arange(N, device=input_ids.device)[None, :] < k[:, None]
@@ -101,6 +117,35 @@ def mask_tokens(input_ids, select_noise, keep_noise, mask_prob: float,
         shown = torch.where(is_random, random_ids, shown)
     masked_ids = input_ids.scatter(1, positions, shown)
     return Masked(masked_ids, positions, weights, originals, is_mask_token)
+
+
+def swap_words(input_ids, shown_ids, starts, swap_noise, donor_noise, swap_prob: float, max_pieces: int = 4):
+    """`shown_ids` with `swap_prob` of the words (up to `max_pieces` pieces, started by a maskable
+    token) replaced by the pieces of a word of as many pieces drawn uniformly from the same
+    sequence's words (its own word distribution; per sequence, so that batching, accumulation and
+    ranks change nothing; the donor may be the word itself or its twin: no change). `starts` from
+    `word_starts`; the noise (B, T) is read at each word's first piece."""
+    B, T = input_ids.shape
+    position = torch.arange(T, device=input_ids.device).expand(B, T)
+    is_start = (starts == position) & maskable(input_ids)
+    length = torch.zeros_like(input_ids).scatter_add_(1, starts, torch.ones_like(input_ids))  # at each start
+    swap = is_start & (swap_noise < swap_prob)
+    out = torch.cat([shown_ids, shown_ids[:, :1]], 1)  # column T: where the words not swapped write
+    for k in range(1, max_pieces + 1):
+        words = is_start & (length == k)
+        count = words.sum(1, keepdim=True)  # (B, 1)
+        # the positions of each row's k-piece words, in order: where_k[b, i] = the i-th one's start
+        rank = torch.where(words, words.cumsum(1) - 1, T)  # T: a spare column for the others
+        where_k = torch.zeros(B, T + 1, dtype=torch.long, device=input_ids.device).scatter_(
+            1, rank, torch.where(words, position, 0))
+        pick = (donor_noise * count).long().clamp(max=(count - 1).clamp(min=0))  # (B, T) an index into where_k
+        donor = where_k.gather(1, pick)  # (B, T) the donor's start, read at the swapped words' starts
+        target = swap & words
+        for j in range(k):  # a word's pieces are contiguous
+            at = torch.where(target, position + j, T)  # T: nothing to write
+            src = input_ids.gather(1, (donor + j).clamp(max=T - 1))
+            out.scatter_(1, at, torch.where(target, src, 0))
+    return out[:, :T]
 
 
 def sample_replacements(logits, uniform, temperature: float = 1.0, probs=None):
@@ -183,12 +228,38 @@ def binary_entropy(p: torch.Tensor) -> torch.Tensor:
     return -(p * p.log() + (1 - p) * (1 - p).log())
 
 
-class Electra(nn.Module):
+class WordPieces:
+    """Whole-word masking and word swaps (`objective.whole_word`, `word_swap_prob`) need to know
+    which ids continue a word: the run's tokenizer tells (`set_word_pieces`), into a buffer that
+    checkpoints do not hold."""
+
+    def _init_word_pieces(self, vocab_size: int):
+        self.register_buffer("continues_word", torch.zeros(vocab_size, dtype=torch.bool), persistent=False)
+        self.word_pieces_set = False
+
+    def set_word_pieces(self, continuation_ids: list[int]):
+        self.continues_word.zero_()
+        self.continues_word[continuation_ids] = True
+        self.word_pieces_set = True
+
+    def continues_word_checked(self):
+        if not self.word_pieces_set:
+            raise RuntimeError("objective.whole_word / word_swap_prob: call set_word_pieces with the "
+                               "tokenizer's '##' ids first")
+        return self.continues_word
+
+    def word_starts(self, input_ids):
+        """For `mask_tokens`: each token's word start under whole-word masking, else None."""
+        return word_starts(input_ids, self.continues_word_checked()) if self.objective.whole_word else None
+
+
+class Electra(nn.Module, WordPieces):
     """Generator + discriminator sharing one Embeddings module; `forward` returns the losses."""
 
     def __init__(self, model_cfg: ModelConfig, objective_cfg: ObjectiveConfig):
         super().__init__()
         self.cfg, self.objective = model_cfg, objective_cfg
+        self._init_word_pieces(model_cfg.vocab_size)
         self.embeddings = Embeddings(model_cfg)
         self.generator = Generator(generator_config(model_cfg, objective_cfg),
                                    self.embeddings)
@@ -216,7 +287,8 @@ class Electra(nn.Module):
         (default: this batch's counts; the trainer passes the whole step's counts so that
         accumulation equals one big batch)."""
         obj = self.objective
-        m = mask_tokens(input_ids, noise.select, noise.keep, obj.mask_prob, obj.mask_token_prob)
+        m = mask_tokens(input_ids, noise.select, noise.keep, obj.mask_prob, obj.mask_token_prob,
+                        starts=self.word_starts(input_ids))
         token_mask = input_ids != PAD_ID if attention_mask is None else attention_mask.bool()
         rtd_mask = token_mask & rtd_scored(input_ids, obj.rtd_tokens)
         if num_predictions is None:
@@ -234,8 +306,10 @@ class Electra(nn.Module):
             sampled = torch.where(m.is_mask_token & (noise.keep < obj.mask_token_prob * obj.disc_mask_share),
                                   MASK_ID, sampled)
         disc_ids = m.input_ids.scatter(1, m.positions, sampled)
-        labels = torch.zeros_like(input_ids, dtype=torch.bool)
-        labels = labels.scatter(1, m.positions, (sampled != m.originals) & m.weights)  # (B, T)
+        if self.training and obj.word_swap_prob > 0:
+            disc_ids = swap_words(input_ids, disc_ids, word_starts(input_ids, self.continues_word_checked()),
+                                  noise.swap, noise.donor, obj.word_swap_prob)
+        labels = (disc_ids != input_ids) & token_mask  # (B, T): differs from the original
 
         hidden = self.discriminator.encoder(disc_ids, token_type_ids, attention_mask)  # (B, T, D)
         disc_logits = self.discriminator.head(hidden).float()  # (B, T)
@@ -257,7 +331,7 @@ class Electra(nn.Module):
         return ElectraOutput(loss, stats, disc_logits, labels, token_mask)
 
 
-class MaskedLM(nn.Module):
+class MaskedLM(nn.Module, WordPieces):
     """BERT's masked LM at the discriminator's size, the baseline ELECTRA is compared with: the
     same masking of 15% of the tokens, shown as 80% [MASK] / 10% random / 10% kept, the loss and the
     vocabulary head only at those positions. Fine-tuning uses its encoder like a discriminator's."""
@@ -265,6 +339,7 @@ class MaskedLM(nn.Module):
     def __init__(self, model_cfg: ModelConfig, objective_cfg: ObjectiveConfig):
         super().__init__()
         self.cfg, self.objective = model_cfg, objective_cfg
+        self._init_word_pieces(model_cfg.vocab_size)
         self.embeddings = Embeddings(model_cfg)
         self.generator = Generator(model_cfg, self.embeddings)  # full width: the model itself
         init_weights(self, model_cfg.initializer_range)
@@ -278,7 +353,7 @@ class MaskedLM(nn.Module):
                 num_predictions=None, num_tokens=None):
         obj = self.objective
         m = mask_tokens(input_ids, noise.select, noise.keep, obj.mask_prob, 1 - 2 * obj.random_token_prob,
-                        obj.random_token_prob, noise.sample, self.cfg.vocab_size)
+                        obj.random_token_prob, noise.sample, self.cfg.vocab_size, self.word_starts(input_ids))
         token_mask = input_ids != PAD_ID if attention_mask is None else attention_mask.bool()
         if num_predictions is None:
             num_predictions = m.weights.sum().clamp(min=1)

@@ -24,7 +24,7 @@ from electra.corpus import BUILTIN, check_corpus_files
 from electra.data import COUNTS_FILE, load_index, prepare_corpus
 from electra.errors import UsageError
 from electra.objective import build_model
-from electra.tokenizer import TOKENIZER_FILE, load_tokenizer, train_tokenizer
+from electra.tokenizer import TOKENIZER_FILE, continuation_ids, load_tokenizer, train_tokenizer
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -233,6 +233,7 @@ def load_run(run_dir, step: int | None = None, device="cpu") -> LoadedRun:
         raise UsageError(f"the tokenizer in {str(run)!r} has {tokenizer.get_vocab_size()} tokens but the "
                          f"model expects {cfg.model.vocab_size}")
     model = build_model(cfg.model, cfg.objective)
+    model.set_word_pieces(continuation_ids(tokenizer))
     state = load_checkpoint(ckpt, model)
     model.to(device).eval()
     return LoadedRun(cfg, model, tokenizer, ckpt, state["step"])

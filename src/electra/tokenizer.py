@@ -190,6 +190,11 @@ def save_tokenizer(tok: Tokenizer, out_dir) -> Path:
     return path
 
 
+def continuation_ids(tok: Tokenizer) -> list[int]:
+    """The ids of the pieces that continue a word ("##" pieces), sorted: for whole-word masking."""
+    return sorted(i for t, i in tok.get_vocab().items() if t.startswith(SUBWORD_PREFIX))
+
+
 def load_tokenizer(path) -> Tokenizer:
     """Load `tokenizer.json` from a directory (or the file itself) and check the special tokens."""
     p = Path(path)

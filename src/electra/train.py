@@ -33,6 +33,7 @@ from electra.objective import build_model, count_parameters, loss_denominators
 from electra.optim import build_optimizer, lr_at
 from electra.rundir import CONFIG_FILE, METRICS_FILE
 from electra.runtime import autocast_for, resolve_device, set_cpu_threads
+from electra.tokenizer import continuation_ids, load_tokenizer
 from electra.word_vectors import init_word_vectors
 
 
@@ -146,6 +147,7 @@ def setup(cfg: Config, run: Path, data_dir, resume: bool, ranks: Dist) -> Traine
 
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model, cfg.objective).to(device)
+    model.set_word_pieces(continuation_ids(load_tokenizer(data_dir)))
     optimizer = build_optimizer(model, tc)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     step, elapsed_before = 0, 0.0
@@ -196,7 +198,8 @@ def train_step(t: Trainer, lr: float) -> tuple[list[dict], torch.Tensor, bool]:
     step_stats = []
     for i in range(0, per_rank, micro):
         part = {k: v[i:i + micro].to(t.device, non_blocking=True) for k, v in batch.items()}
-        noise = draw_noise(keys[i:i + micro], seq_len, num_predictions, t.device)
+        noise = draw_noise(keys[i:i + micro], seq_len, num_predictions, t.device,
+                           word_swaps=cfg.objective.word_swap_prob > 0)
         with no_sync(t.forward, ranks, last_micro_step=i + micro >= per_rank), t.autocast():
             out = t.forward(part["input_ids"], part["token_type_ids"], part["attention_mask"],
                             noise, num_predictions=n_pred, num_tokens=n_tok)
