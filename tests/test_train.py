@@ -146,7 +146,7 @@ def test_a_whole_word_run_chooses_the_pieces_of_its_tokenizers_words_together(tm
     tokens = [[loaded.tokenizer.id_to_token(int(t)) for t in row] for row in ids]
     assert sum(t.startswith("##") for row in tokens for t in row) > 50, "the fixture has words of several pieces"
     noise = draw_noise(example_keys(0, range(64)), 32, 5, "cpu")
-    m = mask_tokens(ids, noise.select, noise.keep, 0.15, starts=loaded.model.word_starts(ids))
+    m = mask_tokens(ids, noise.select, noise.keep, 0.15, starts=loaded.model.word_starts(ids, True))
     whole = split = 0
     for b in range(64):
         chosen = set(m.positions[b][m.weights[b]].tolist())
@@ -157,4 +157,4 @@ def test_a_whole_word_run_chooses_the_pieces_of_its_tokenizers_words_together(tm
                 split += start not in chosen and tokens[b][start] not in ("[CLS]", "[SEP]")
     assert whole > 10 and split == 0
     with pytest.raises(RuntimeError, match="set_word_pieces"):
-        Electra(loaded.cfg.model, loaded.cfg.objective).word_starts(ids)
+        Electra(loaded.cfg.model, loaded.cfg.objective).word_starts(ids, True)

@@ -14,7 +14,7 @@ import torch
 from electra.errors import UsageError
 from electra.rundir import LoadedRun
 from electra.data import pad_batch
-from electra.tokenizer import MASK_ID, SPECIAL_TOKENS, SUBWORD_PREFIX
+from electra.tokenizer import MASK_ID, SPECIAL_TOKENS, continuation_ids
 
 
 @torch.no_grad()
@@ -70,10 +70,9 @@ def _suggest(loaded: LoadedRun, ids, types, mask, flagged_words, top_k: int, bat
     """One generator row per flagged word, with all its pieces masked; the top word-initial tokens
     predicted at its first piece, other than the word itself."""
     tok = loaded.tokenizer
-    vocab = tok.get_vocab()
     excluded = torch.zeros(loaded.cfg.model.vocab_size, dtype=torch.bool)
     excluded[list(range(len(SPECIAL_TOKENS)))] = True
-    excluded[[i for t, i in vocab.items() if t.startswith(SUBWORD_PREFIX) and i < len(excluded)]] = True
+    excluded[continuation_ids(tok)] = True  # load_run checked that the tokenizer fits the model
     out = []
     for k in range(0, len(flagged_words), batch_size):
         chunk = flagged_words[k:k + batch_size]

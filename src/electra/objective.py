@@ -248,9 +248,9 @@ class WordPieces:
                                "tokenizer's '##' ids first")
         return self.continues_word
 
-    def word_starts(self, input_ids):
-        """For `mask_tokens`: each token's word start under whole-word masking, else None."""
-        return word_starts(input_ids, self.continues_word_checked()) if self.objective.whole_word else None
+    def word_starts(self, input_ids, needed: bool):
+        """Each token's word start (`word_starts`) if `needed` by an option, else None."""
+        return word_starts(input_ids, self.continues_word_checked()) if needed else None
 
 
 class Electra(nn.Module, WordPieces):
@@ -287,8 +287,10 @@ class Electra(nn.Module, WordPieces):
         (default: this batch's counts; the trainer passes the whole step's counts so that
         accumulation equals one big batch)."""
         obj = self.objective
+        swaps = self.training and obj.word_swap_prob > 0
+        starts = self.word_starts(input_ids, obj.whole_word or swaps)  # once for both options
         m = mask_tokens(input_ids, noise.select, noise.keep, obj.mask_prob, obj.mask_token_prob,
-                        starts=self.word_starts(input_ids))
+                        starts=starts if obj.whole_word else None)
         token_mask = input_ids != PAD_ID if attention_mask is None else attention_mask.bool()
         rtd_mask = token_mask & rtd_scored(input_ids, obj.rtd_tokens)
         if num_predictions is None:
@@ -306,9 +308,8 @@ class Electra(nn.Module, WordPieces):
             sampled = torch.where(m.is_mask_token & (noise.keep < obj.mask_token_prob * obj.disc_mask_share),
                                   MASK_ID, sampled)
         disc_ids = m.input_ids.scatter(1, m.positions, sampled)
-        if self.training and obj.word_swap_prob > 0:
-            disc_ids = swap_words(input_ids, disc_ids, word_starts(input_ids, self.continues_word_checked()),
-                                  noise.swap, noise.donor, obj.word_swap_prob)
+        if swaps:
+            disc_ids = swap_words(input_ids, disc_ids, starts, noise.swap, noise.donor, obj.word_swap_prob)
         labels = (disc_ids != input_ids) & token_mask  # (B, T): differs from the original
 
         hidden = self.discriminator.encoder(disc_ids, token_type_ids, attention_mask)  # (B, T, D)
@@ -353,7 +354,8 @@ class MaskedLM(nn.Module, WordPieces):
                 num_predictions=None, num_tokens=None):
         obj = self.objective
         m = mask_tokens(input_ids, noise.select, noise.keep, obj.mask_prob, 1 - 2 * obj.random_token_prob,
-                        obj.random_token_prob, noise.sample, self.cfg.vocab_size, self.word_starts(input_ids))
+                        obj.random_token_prob, noise.sample, self.cfg.vocab_size,
+                        self.word_starts(input_ids, obj.whole_word))
         token_mask = input_ids != PAD_ID if attention_mask is None else attention_mask.bool()
         if num_predictions is None:
             num_predictions = m.weights.sum().clamp(min=1)
