@@ -11,7 +11,10 @@ from hypothesis import strategies as st
 from electra.config import ModelConfig, ObjectiveConfig
 from electra.errors import UsageError
 from electra.noise import draw_noise, example_keys
-from electra.objective import SPECIAL_IDS, Electra, mask_tokens, sample_replacements, swap_words, word_starts
+import numpy as np
+
+from electra.objective import (SPECIAL_IDS, Electra, corpus_words, mask_tokens, sample_replacements, swap_words,
+                              word_starts)
 from electra.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 
 VOCAB = 99
@@ -110,17 +113,23 @@ def words_of(ids_row, starts_row):
     return out
 
 
-@settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**31), B=st.integers(1, 6), T=st.integers(4, 40), percent=st.integers(0, 100))
-def test_word_swaps_replace_whole_words_by_words_of_as_many_pieces_from_the_same_sequence(seed, B, T, percent):
-    prob = percent / 100
+def swap_case(seed, B, T):
+    """A random batch whose ids a third of the vocabulary continue ("##"), its word starts and swap
+    noise, and the generator that drew them (for more)."""
     rng = torch.Generator().manual_seed(seed)
     ids = random_batch(rng, B, T)
     continues = torch.zeros(VOCAB, dtype=torch.bool)
     continues[torch.randperm(VOCAB, generator=rng)[:VOCAB // 3]] = True
     continues[list(SPECIAL_IDS)] = False
-    starts = word_starts(ids, continues)
     noise = draw_noise(example_keys(seed, range(B)), T, 1, "cpu", word_swaps=True)
+    return ids, continues, word_starts(ids, continues), noise, rng
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31), B=st.integers(1, 6), T=st.integers(4, 40), percent=st.integers(0, 100))
+def test_word_swaps_replace_whole_words_by_words_of_as_many_pieces_from_the_same_sequence(seed, B, T, percent):
+    prob = percent / 100
+    ids, continues, starts, noise, _ = swap_case(seed, B, T)
     out = swap_words(ids, ids, starts, noise.swap, noise.donor, prob)
     for b in range(B):
         words = words_of(ids[b], starts[b])
@@ -150,6 +159,53 @@ def test_word_swaps_draw_the_share_asked_and_their_donors_uniformly():
     kept = float((out[drawn] == ids[drawn]).float().mean())
     assert 1 / 24 <= kept < 1 / 24 + 0.02, kept
     assert torch.equal(out[~drawn], ids[~drawn])
+
+
+def test_corpus_words_counts_the_words_of_each_length_within_documents():
+    continues = np.zeros(VOCAB, dtype=bool)
+    continues[[20, 21]] = True  # "##" pieces
+    #         doc 0: (10 20) (11) (10 20) (12 20 21) | doc 1: (20) (10) ([CLS] 20) (11)
+    tokens = np.array([10, 20, 11, 10, 20, 12, 20, 21, 20, 10, CLS_ID, 20, 11])
+    documents = np.array([0] * 8 + [1] * 5)
+    table = corpus_words(tokens, documents, continues)
+    one = {tuple(w): c for w, c in zip(table[1].words.tolist(), np.diff(table[1].cumulative.numpy(), prepend=0))}
+    assert one == {(11,): 2, (10,): 1, (20,): 1}, "a '##' piece that opens a document is a word; [CLS]'s is not"
+    assert table[1].words[0].tolist() == [11], "the most frequent first"
+    assert table[2].words.tolist() == [[10, 20]] and table[2].cumulative.tolist() == [2]
+    assert table[3].words.tolist() == [[12, 20, 21]] and len(table[4].words) == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), B=st.integers(1, 6), T=st.integers(4, 40), percent=st.integers(0, 100))
+def test_word_swaps_from_the_corpus_take_a_corpus_word_of_as_many_pieces(seed, B, T, percent):
+    prob = percent / 100
+    ids, continues, starts, noise, rng = swap_case(seed, B, T)
+    corpus = random_batch(rng, 64, 40).flatten().numpy()
+    table = corpus_words(corpus, np.zeros_like(corpus), continues.numpy())
+    out = swap_words(ids, ids, starts, noise.swap, noise.donor, prob, corpus=table)
+    for b in range(B):
+        for s, word in words_of(ids[b], starts[b]).items():
+            new = tuple(out[b, s:s + len(word)].tolist())
+            swapped = float(noise.swap[b, s]) < prob and len(word) <= 4 and len(table[len(word)].words) > 0
+            assert new == word or swapped, "only the words drawn are swapped"
+            if swapped:
+                assert new in [tuple(w) for w in table[len(word)].words.tolist()], "for a corpus word, as long"
+        single = swap_words(ids[b:b + 1], ids[b:b + 1], starts[b:b + 1], noise.swap[b:b + 1], noise.donor[b:b + 1],
+                            prob, corpus=table)
+        assert torch.equal(single[0], out[b]), "a sequence's swaps do not depend on the batch"
+
+
+def test_word_swaps_from_the_corpus_draw_words_in_proportion_to_their_counts():
+    corpus = np.array([10] * 30 + [11] * 10)  # one-piece words, 3 : 1
+    table = corpus_words(corpus, np.zeros_like(corpus), np.zeros(VOCAB, dtype=bool))
+    ids = torch.full((4000, 8), 12)
+    starts = word_starts(ids, torch.zeros(VOCAB, dtype=torch.bool))
+    noise = draw_noise(example_keys(7, range(4000)), 8, 1, "cpu", word_swaps=True)
+    out = swap_words(ids, ids, starts, noise.swap, noise.donor, 0.5, corpus=table)
+    drawn = noise.swap < 0.5
+    assert torch.equal(out[~drawn], ids[~drawn])
+    share = float((out[drawn] == 10).float().mean())
+    assert abs(share - 0.75) < 0.01 and bool((out[drawn] != 12).all()), share
 
 
 def test_noise_for_word_swaps_leaves_the_other_draws_unchanged():
@@ -267,6 +323,15 @@ def test_word_swaps_are_labelled_replaced_in_training_and_left_out_of_evaluation
     plain = torch.zeros_like(ids, dtype=torch.bool).scatter(1, m.positions, m.weights)
     assert torch.equal(evaluated.labels & ~plain, torch.zeros_like(plain)), "no swaps in evaluation"
     assert (trained.labels & ~plain).sum() > 10, "swapped words outside the chosen tokens are replaced"
+    with pytest.raises(UsageError, match="word_swap_prob"):
+        ObjectiveConfig(word_swap_source="corpus")
+    model = small_model(word_swap_prob=0.3, word_swap_source="corpus")
+    model.set_word_pieces(continues)
+    with pytest.raises(RuntimeError, match="set_corpus_words"):
+        model.train()(ids, types, attn, noise)
+    model.set_corpus_words({k: v for k, v in corpus_words(np.array([7, 8, 9]), np.zeros(3), np.zeros(VOCAB, bool)).items()})
+    swapped = model.train()(ids, types, attn, noise)
+    assert (swapped.labels & ~plain).sum() > 10
 
 
 def test_generator_gets_no_gradient_from_the_discriminator_loss():

@@ -139,6 +139,9 @@ def test_a_whole_word_run_chooses_the_pieces_of_its_tokenizers_words_together(tm
     pretrain(tiny_config(data_dir, **{"train.max_steps": 2, "objective.whole_word": True,
                                         "objective.word_swap_prob": 0.1}), tmp_path / "run",
              data_dir, show_progress=False)
+    pretrain(tiny_config(data_dir, **{"train.max_steps": 2, "objective.word_swap_prob": 0.1,  # donors from the corpus
+                                        "objective.word_swap_source": "corpus"}), tmp_path / "corpus-swaps",
+             data_dir, show_progress=False)
     shutil.copy(data_dir / "tokenizer.json", tmp_path / "run")  # as `electra pretrain` does
     loaded = load_run(tmp_path / "run", None)  # the word pieces come from the run's tokenizer
     data = PretrainingData(data_dir, "train", 32, 0.0, seed=0)

@@ -111,6 +111,10 @@ class ObjectiveConfig:
     # Measured with 0.05 (tenth round): it finds one-piece replaced words more often (replaced_top1
     # 40.8% against 34.3% at 30 minutes), not yet the several-piece ones (still near chance)
     word_swap_prob: float = 0.0
+    # Where a swapped word's donor comes from: "sequence" (a word of the same sequence, above), or
+    # "corpus": a word of as many pieces drawn from the whole corpus's word counts (the first
+    # shards), the substitution a wrong word from elsewhere makes
+    word_swap_source: str = "sequence"
 
     def __post_init__(self):
         _check_fraction(self, "mask_prob", "mask_token_prob")
@@ -134,6 +138,10 @@ class ObjectiveConfig:
         _check_choice(self, "rtd_tokens", ("all", "maskable"))
         _check_choice(self, "kind", ("electra", "mlm"))
         _check_fraction(self, "random_token_prob", "word_swap_prob")
+        _check_choice(self, "word_swap_source", ("sequence", "corpus"))
+        if self.word_swap_source != "sequence" and self.word_swap_prob == 0:
+            raise UsageError("objective.word_swap_source chooses the donors of word swaps: set "
+                             "objective.word_swap_prob > 0 too")
 
     def predictions_per_sequence(self, seq_len: int) -> int:
         n = self.max_predictions or int((self.mask_prob + 0.005) * seq_len)

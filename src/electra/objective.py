@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -119,12 +120,46 @@ def mask_tokens(input_ids, select_noise, keep_noise, mask_prob: float,
     return Masked(masked_ids, positions, weights, originals, is_mask_token)
 
 
-def swap_words(input_ids, shown_ids, starts, swap_noise, donor_noise, swap_prob: float, max_pieces: int = 4):
+MAX_SWAP_PIECES = 4
+
+
+class CorpusWords(NamedTuple):
+    """The words of k pieces of a corpus (`corpus_words`), for swaps from the corpus."""
+    words: torch.Tensor  # (n, k) their pieces, the most frequent first
+    cumulative: torch.Tensor  # (n,) int64: running sum of their counts
+
+
+def corpus_words(tokens: np.ndarray, documents: np.ndarray, continues_word: np.ndarray,
+                 max_pieces: int = MAX_SWAP_PIECES) -> dict[int, CorpusWords]:
+    """{k: the distinct words of k pieces in a token stream, with their counts} for k = 1..max_pieces:
+    the corpus's own word distribution, for `objective.word_swap_source = "corpus"`. A word starts
+    at a piece that does not continue one ("##") or at a new document (`documents`: each token's);
+    words started by a special token are left out."""
+    start = ~continues_word[tokens]
+    start[1:] |= documents[1:] != documents[:-1]
+    start[:1] = True
+    first = np.flatnonzero(start)
+    length = np.diff(np.append(first, len(tokens)))
+    usable = ~np.isin(tokens[first], SPECIAL_IDS)
+    table = {}
+    for k in range(1, max_pieces + 1):
+        at = first[usable & (length == k)]
+        words, counts = np.unique(tokens[at[:, None] + np.arange(k)].reshape(-1, k), axis=0, return_counts=True)
+        order = np.argsort(-counts, kind="stable")  # ties stay in id order: the same table every time
+        table[k] = CorpusWords(torch.as_tensor(words[order], dtype=torch.long),
+                               torch.as_tensor(np.cumsum(counts[order]), dtype=torch.long))
+    return table
+
+
+def swap_words(input_ids, shown_ids, starts, swap_noise, donor_noise, swap_prob: float,
+               max_pieces: int = MAX_SWAP_PIECES, corpus: dict[int, CorpusWords] | None = None):
     """`shown_ids` with `swap_prob` of the words (up to `max_pieces` pieces, started by a maskable
     token) replaced by the pieces of a word of as many pieces drawn uniformly from the same
     sequence's words (its own word distribution; per sequence, so that batching, accumulation and
-    ranks change nothing; the donor may be the word itself or its twin: no change). `starts` from
-    `word_starts`; the noise (B, T) is read at each word's first piece."""
+    ranks change nothing; the donor may be the word itself or its twin: no change). `corpus`
+    (`corpus_words`): draw the donor from the corpus's words of as many pieces instead, in
+    proportion to their counts (a word from elsewhere, as a user's typo or a wrong word would be).
+    `starts` from `word_starts`; the noise (B, T) is read at each word's first piece."""
     B, T = input_ids.shape
     position = torch.arange(T, device=input_ids.device).expand(B, T)
     is_start = (starts == position) & maskable(input_ids)
@@ -141,9 +176,18 @@ def swap_words(input_ids, shown_ids, starts, swap_noise, donor_noise, swap_prob:
         pick = (donor_noise * count).long().clamp(max=(count - 1).clamp(min=0))  # (B, T) an index into where_k
         donor = where_k.gather(1, pick)  # (B, T) the donor's start, read at the swapped words' starts
         target = swap & words
+        if corpus is not None:
+            table = corpus[k]
+            if len(table.cumulative) == 0:
+                continue
+            draw = (donor_noise.double() * int(table.cumulative[-1])).long()  # a count in [0, total)
+            donor_word = torch.searchsorted(table.cumulative, draw, right=True).clamp(max=len(table.cumulative) - 1)
         for j in range(k):  # a word's pieces are contiguous
             at = torch.where(target, position + j, T)  # T: nothing to write
-            src = input_ids.gather(1, (donor + j).clamp(max=T - 1))
+            if corpus is None:
+                src = input_ids.gather(1, (donor + j).clamp(max=T - 1))
+            else:
+                src = table.words[:, j][donor_word]
             out.scatter_(1, at, torch.where(target, src, 0))
     return out[:, :T]
 
@@ -248,6 +292,17 @@ class WordPieces:
                                "tokenizer's '##' ids first")
         return self.continues_word
 
+    def set_corpus_words(self, table: dict[int, CorpusWords]):
+        """The corpus's words (`corpus_words`) for `objective.word_swap_source = "corpus"`: plain
+        tensors on the model's device, not buffers (DDP would broadcast them every step)."""
+        device = self.continues_word.device
+        self.corpus_words = {k: CorpusWords(*(t.to(device) for t in v)) for k, v in table.items()}
+
+    def corpus_words_checked(self):
+        if getattr(self, "corpus_words", None) is None:
+            raise RuntimeError("objective.word_swap_source = 'corpus': call set_corpus_words first")
+        return self.corpus_words
+
     def word_starts(self, input_ids, needed: bool):
         """Each token's word start (`word_starts`) if `needed` by an option, else None."""
         return word_starts(input_ids, self.continues_word_checked()) if needed else None
@@ -309,7 +364,9 @@ class Electra(nn.Module, WordPieces):
                                   MASK_ID, sampled)
         disc_ids = m.input_ids.scatter(1, m.positions, sampled)
         if swaps:
-            disc_ids = swap_words(input_ids, disc_ids, starts, noise.swap, noise.donor, obj.word_swap_prob)
+            corpus = self.corpus_words_checked() if obj.word_swap_source == "corpus" else None
+            disc_ids = swap_words(input_ids, disc_ids, starts, noise.swap, noise.donor, obj.word_swap_prob,
+                                  corpus=corpus)
         labels = (disc_ids != input_ids) & token_mask  # (B, T): differs from the original
 
         hidden = self.discriminator.encoder(disc_ids, token_type_ids, attention_mask)  # (B, T, D)

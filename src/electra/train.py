@@ -29,12 +29,14 @@ from electra.errors import UsageError
 from electra.evaluate import evaluate_rtd
 from electra.metrics_log import MetricsLog, NullLog, Window
 from electra.noise import draw_noise, example_keys
-from electra.objective import build_model, count_parameters, loss_denominators
+from electra.objective import build_model, corpus_words, count_parameters, loss_denominators
 from electra.optim import build_optimizer, lr_at
 from electra.rundir import CONFIG_FILE, METRICS_FILE
 from electra.runtime import autocast_for, resolve_device, set_cpu_threads
 from electra.tokenizer import continuation_ids, load_tokenizer
-from electra.word_vectors import init_word_vectors
+from electra.word_vectors import corpus_tokens, init_word_vectors
+
+CORPUS_WORDS_TOKENS = 4_000_000  # the tokens counted for `objective.word_swap_source = "corpus"`
 
 
 @dataclass
@@ -148,6 +150,9 @@ def setup(cfg: Config, run: Path, data_dir, resume: bool, ranks: Dist) -> Traine
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model, cfg.objective).to(device)
     model.set_word_pieces(continuation_ids(load_tokenizer(data_dir)))
+    if cfg.objective.word_swap_prob > 0 and cfg.objective.word_swap_source == "corpus":
+        model.set_corpus_words(corpus_words(*corpus_tokens(data_dir, CORPUS_WORDS_TOKENS),
+                                            model.continues_word.cpu().numpy()))
     optimizer = build_optimizer(model, tc)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     step, elapsed_before = 0, 0.0
