@@ -113,7 +113,9 @@ class ObjectiveConfig:
     word_swap_prob: float = 0.0
     # Where a swapped word's donor comes from: "sequence" (a word of the same sequence, above), or
     # "corpus": a word of as many pieces drawn from the whole corpus's word counts (the first
-    # shards), the substitution a wrong word from elsewhere makes
+    # shards), the substitution a wrong word from elsewhere makes. Measured with 0.05 (eleventh
+    # round): replaced_top1 41.9% / 40.2% at 30 minutes (sequence donors 40.8%); words of several
+    # pieces still near chance, even in the training domain
     word_swap_source: str = "sequence"
 
     def __post_init__(self):
