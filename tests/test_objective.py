@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,8 +12,6 @@ from hypothesis import strategies as st
 from electra.config import ModelConfig, ObjectiveConfig
 from electra.errors import UsageError
 from electra.noise import draw_noise, example_keys
-import numpy as np
-
 from electra.objective import (SPECIAL_IDS, Electra, corpus_words, mask_tokens, sample_replacements, swap_words,
                               word_starts)
 from electra.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
@@ -329,7 +328,7 @@ def test_word_swaps_are_labelled_replaced_in_training_and_left_out_of_evaluation
     model.set_word_pieces(continues)
     with pytest.raises(RuntimeError, match="set_corpus_words"):
         model.train()(ids, types, attn, noise)
-    model.set_corpus_words({k: v for k, v in corpus_words(np.array([7, 8, 9]), np.zeros(3), np.zeros(VOCAB, bool)).items()})
+    model.set_corpus_words(corpus_words(np.array([7, 8, 9]), np.zeros(3), np.zeros(VOCAB, bool)))
     swapped = model.train()(ids, types, attn, noise)
     assert (swapped.labels & ~plain).sum() > 10
 

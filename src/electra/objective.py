@@ -168,28 +168,40 @@ def swap_words(input_ids, shown_ids, starts, swap_noise, donor_noise, swap_prob:
     out = torch.cat([shown_ids, shown_ids[:, :1]], 1)  # column T: where the words not swapped write
     for k in range(1, max_pieces + 1):
         words = is_start & (length == k)
-        count = words.sum(1, keepdim=True)  # (B, 1)
-        # the positions of each row's k-piece words, in order: where_k[b, i] = the i-th one's start
-        rank = torch.where(words, words.cumsum(1) - 1, T)  # T: a spare column for the others
-        where_k = torch.zeros(B, T + 1, dtype=torch.long, device=input_ids.device).scatter_(
-            1, rank, torch.where(words, position, 0))
-        pick = (donor_noise * count).long().clamp(max=(count - 1).clamp(min=0))  # (B, T) an index into where_k
-        donor = where_k.gather(1, pick)  # (B, T) the donor's start, read at the swapped words' starts
+        if corpus is None:
+            donors = _donors_from_sequence(input_ids, words, donor_noise, k)
+        elif len(corpus[k].cumulative):
+            donors = _donors_from_corpus(corpus[k], donor_noise)
+        else:
+            continue  # the corpus has no word of k pieces
         target = swap & words
-        if corpus is not None:
-            table = corpus[k]
-            if len(table.cumulative) == 0:
-                continue
-            draw = (donor_noise.double() * int(table.cumulative[-1])).long()  # a count in [0, total)
-            donor_word = torch.searchsorted(table.cumulative, draw, right=True).clamp(max=len(table.cumulative) - 1)
         for j in range(k):  # a word's pieces are contiguous
             at = torch.where(target, position + j, T)  # T: nothing to write
-            if corpus is None:
-                src = input_ids.gather(1, (donor + j).clamp(max=T - 1))
-            else:
-                src = table.words[:, j][donor_word]
-            out.scatter_(1, at, torch.where(target, src, 0))
+            out.scatter_(1, at, torch.where(target, donors[..., j], 0))
     return out[:, :T]
+
+
+def _donors_from_sequence(input_ids, words, donor_noise, k: int):
+    """(B, T, k): at each position, the pieces of the row's k-piece word (`words`: their starts)
+    that `donor_noise` picks, uniformly among them."""
+    B, T = input_ids.shape
+    position = torch.arange(T, device=input_ids.device).expand(B, T)
+    count = words.sum(1, keepdim=True)  # (B, 1)
+    # the positions of each row's k-piece words, in order: where_k[b, i] = the i-th one's start
+    rank = torch.where(words, words.cumsum(1) - 1, T)  # T: a spare column for the others
+    where_k = torch.zeros(B, T + 1, dtype=torch.long, device=input_ids.device).scatter_(
+        1, rank, torch.where(words, position, 0))
+    pick = (donor_noise * count).long().clamp(max=(count - 1).clamp(min=0))  # (B, T) an index into where_k
+    donor = where_k.gather(1, pick)  # (B, T) the donor's start
+    pieces = (donor[..., None] + torch.arange(k, device=input_ids.device)).clamp(max=T - 1)
+    return input_ids.gather(1, pieces.flatten(1)).view(B, T, k)
+
+
+def _donors_from_corpus(table: CorpusWords, donor_noise):
+    """(B, T, k): at each position, the pieces of the corpus word that `donor_noise` picks, in
+    proportion to the words' counts."""
+    draw = (donor_noise.double() * int(table.cumulative[-1])).long()  # a count in [0, total)
+    return table.words[torch.searchsorted(table.cumulative, draw, right=True).clamp(max=len(table.cumulative) - 1)]
 
 
 def sample_replacements(logits, uniform, temperature: float = 1.0, probs=None):
@@ -280,6 +292,7 @@ class WordPieces:
     def _init_word_pieces(self, vocab_size: int):
         self.register_buffer("continues_word", torch.zeros(vocab_size, dtype=torch.bool), persistent=False)
         self.word_pieces_set = False
+        self.corpus_words = None  # for `objective.word_swap_source = "corpus"`: `set_corpus_words`
 
     def set_word_pieces(self, continuation_ids: list[int]):
         self.continues_word.zero_()
@@ -299,7 +312,7 @@ class WordPieces:
         self.corpus_words = {k: CorpusWords(*(t.to(device) for t in v)) for k, v in table.items()}
 
     def corpus_words_checked(self):
-        if getattr(self, "corpus_words", None) is None:
+        if self.corpus_words is None:
             raise RuntimeError("objective.word_swap_source = 'corpus': call set_corpus_words first")
         return self.corpus_words
 

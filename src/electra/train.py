@@ -150,7 +150,7 @@ def setup(cfg: Config, run: Path, data_dir, resume: bool, ranks: Dist) -> Traine
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model, cfg.objective).to(device)
     model.set_word_pieces(continuation_ids(load_tokenizer(data_dir)))
-    if cfg.objective.word_swap_prob > 0 and cfg.objective.word_swap_source == "corpus":
+    if cfg.objective.word_swap_source == "corpus":  # (the config asks word_swap_prob > 0 with it)
         model.set_corpus_words(corpus_words(*corpus_tokens(data_dir, CORPUS_WORDS_TOKENS),
                                             model.continues_word.cpu().numpy()))
     optimizer = build_optimizer(model, tc)
