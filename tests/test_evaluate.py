@@ -30,3 +30,27 @@ def test_replaced_word_top1_counts_sentences_where_the_replaced_word_scores_high
     assert result["replaced_sentences"] == 10
     assert result["replaced_top1"] == 0.9
     assert abs(result["replaced_top1_chance"] - (9 / 6 + 1 / 5) / 10) < 1e-12
+
+
+def test_replaced_top1_mean_scores_a_word_by_the_mean_of_its_pieces(tmp_path):
+    vocab_text = tmp_path / "pets.txt"
+    vocab_text.write_text("cat cat cat cat cat cat\n" * 9 + "dog dog dog dog dog\n" + "cats dogs\n")
+    train_tokenizer([vocab_text], tmp_path / "tok", vocab_size=60, show_progress=False)
+    tok = load_tokenizer(tmp_path / "tok")
+    dog, plural = tok.token_to_id("dog"), tok.token_to_id("##s")
+    assert tok.encode("cat dogs").tokens == ["[CLS]", "cat", "dog", "##s", "[SEP]"]
+    corpus = tmp_path / "held_out.txt"  # a replacement is the other word: "dogs" among cats, "cat" among dogs
+    corpus.write_text("cat cat cat cat cat\n" * 9 + "dogs dogs dogs dogs dogs\n")
+
+    def one_loud_piece(ids, types, mask):  # "dog" +5, "##s" -9: "dogs" is 5 by its max, -2 by its mean
+        return torch.where(ids == dog, 5.0, torch.where(ids == plural, -9.0, 0.0))
+
+    loaded = SimpleNamespace(tokenizer=tok, cfg=SimpleNamespace(model=ModelConfig(max_position_embeddings=64)),
+                             model=SimpleNamespace(discriminator=one_loud_piece))
+    result = replaced_word_top1(loaded, [corpus])
+    # by the max, "dogs" wins everywhere: found among cats, and outbids "cat" among dogs; by the mean,
+    # "dogs" (-2) loses to every "cat" (0): missed among cats, found among dogs
+    assert result["replaced_sentences"] == 10
+    assert result["replaced_top1"] == 0.9
+    assert result["replaced_top1_mean"] == 0.1
+    assert abs(result["replaced_top1_chance"] - 0.2) < 1e-12
