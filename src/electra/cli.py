@@ -96,7 +96,7 @@ def cmd_detect(args):
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     texts = texts_to_score(args.text, args.file)
     loaded = load_run(args.model, args.step, **_given(args, device="device"))
-    options = _given(args, threshold="threshold", top_k="top_k", device="device")
+    options = _given(args, threshold="threshold", top_k="top_k", word_score="word_score", device="device")
     for start in range(0, len(texts), args.batch_size):
         for i, result in enumerate(detect(loaded, texts[start:start + args.batch_size], **options)):
             if args.json:

@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per text (JSON Lines)")
     p.add_argument("--threshold", type=float, help="flag words at or above this probability (default 0.5)")
     p.add_argument("--top-k", type=int, help="generator suggestions per flagged word (default 3; 0: none)")
+    p.add_argument("--word-score", choices=("max", "mean"),
+                   help="a word's probability from its pieces': max (default), or the mean of their logits")
     p.add_argument("--batch-size", type=int, default=32, help="texts scored at once (default 32)")
     p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     p.add_argument("--device", help="default cpu")

@@ -1,8 +1,9 @@
 """Replaced-token detection on raw text (`electra detect`).
 
 `detect` scores every token with the discriminator (the probability that it was replaced), merges
-sub-word pieces into words (a word's probability is the max over its pieces), and asks the generator
-what each flagged word may have been.
+sub-word pieces into words (a word's probability is the max over its pieces, or with
+`word_score="mean"` the sigmoid of the mean of their logits), and asks the generator what each
+flagged word may have been.
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ from electra.data import pad_batch
 from electra.tokenizer import MASK_ID, SPECIAL_TOKENS, continuation_ids
 
 
+WORD_SCORES = ("max", "mean")
+
+
 @torch.no_grad()
 def detect(loaded: LoadedRun, texts: list[str], device="cpu", threshold: float = 0.5,
-           top_k: int = 3) -> list[dict]:
+           top_k: int = 3, word_score: str = "max") -> list[dict]:
     """Score a batch of texts: per sub-word token and per word, the discriminator's probability of
-    'replaced' (a word's is the max over its pieces); words at or above `threshold` are flagged,
-    and for each flagged word the generator, with that word masked, suggests `top_k` originals."""
+    'replaced' (a word's is the max over its pieces, or the sigmoid of the mean of their logits);
+    words at or above `threshold` are flagged, and for each flagged word the generator, with that
+    word masked, suggests `top_k` originals."""
+    if word_score not in WORD_SCORES:
+        raise UsageError(f"--word-score must be one of {', '.join(WORD_SCORES)}, got {word_score!r}")
     if not 0 <= threshold <= 1:
         raise UsageError(f"--threshold must be in [0, 1], got {threshold}")
     if top_k < 0:
@@ -33,7 +40,8 @@ def detect(loaded: LoadedRun, texts: list[str], device="cpu", threshold: float =
     tok.enable_truncation(loaded.cfg.model.max_position_embeddings)  # counts [CLS] and [SEP]
     encodings = tok.encode_batch(list(texts))
     ids, types, mask = pad_batch([e.ids for e in encodings], [e.type_ids for e in encodings], device)
-    probs = torch.sigmoid(loaded.model.discriminator(ids, types, mask).float()).cpu()
+    logits = loaded.model.discriminator(ids, types, mask).float().cpu()
+    probs = torch.sigmoid(logits)
 
     results, flagged_words = [], []  # flagged_words: (text index, word index, token positions)
     for b, (text, enc) in enumerate(zip(texts, encodings)):
@@ -56,6 +64,8 @@ def detect(loaded: LoadedRun, texts: list[str], device="cpu", threshold: float =
                 r["word_probs"].append(p)
                 positions.append([t])
             last_word = word
+        if word_score == "mean":  # one loud piece does not make a word of several pieces replaced
+            r["word_probs"] = [float(torch.sigmoid(logits[b, ts].mean())) for ts in positions]
         r["flagged"] = [p >= threshold for p in r["word_probs"]]
         r["suggestions"] = [[] for _ in r["words"]]
         flagged_words += [(b, w, positions[w]) for w, f in enumerate(r["flagged"]) if f]
