@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,7 +58,11 @@ def test_replaced_top1_mean_scores_a_word_by_the_mean_of_its_pieces(tmp_path):
     loaded = _one_loud_piece(tmp_path)
     corpus = tmp_path / "held_out.txt"  # a replacement is the other word: "dogs" among cats, "cat" among dogs
     corpus.write_text("cat cat cat cat cat\n" * 9 + "dogs dogs dogs dogs dogs\n")
-    result = replaced_word_top1(loaded, [corpus])
+    counts = np.full(loaded.tokenizer.get_vocab_size(), 100)
+    counts[loaded.tokenizer.token_to_id("cat")] = 1  # the rarity baseline: the rare "cat" wins everywhere
+    result = replaced_word_top1(loaded, [corpus], train_counts=counts)
+    assert result["replaced_top1_rarity"] == 0.1
+    assert replaced_word_top1(loaded, [corpus]).keys() == result.keys() - {"replaced_top1_rarity"}
     # by the max, "dogs" wins everywhere: found among cats, and outbids "cat" among dogs; by the mean,
     # "dogs" (-2) loses to every "cat" (0): missed among cats, found among dogs
     assert result["replaced_sentences"] == 10

@@ -65,6 +65,11 @@ def evaluate_rtd(model, data: PretrainingData, indices, cfg, device, batch_size:
     return {**summarize(sums), "disc_auc": _auc(labels, probs), "tokens": int(sums["num_tokens"])}
 
 
+def token_rarity(counts: np.ndarray) -> np.ndarray:
+    """Each token's -log frequency (add-one smoothed): the score of a detector that knows only counts."""
+    return -np.log((counts + 1.0) / (counts.sum() + len(counts)))
+
+
 @torch.no_grad()
 def evaluate_unigram(model, data: PretrainingData, indices, unigram_counts: np.ndarray,
                      train_counts: np.ndarray, device, batch_size: int = 64) -> dict:
@@ -72,7 +77,7 @@ def evaluate_unigram(model, data: PretrainingData, indices, unigram_counts: np.n
     model.eval()
     unigram = torch.as_tensor(unigram_counts, dtype=torch.float64).clone()
     unigram[list(SPECIAL_IDS)] = 0
-    rarity = -np.log((train_counts + 1.0) / (train_counts.sum() + len(train_counts)))
+    rarity = token_rarity(train_counts)
     seq_len = data.seq_len
     num_predictions = max(1, int((UNIGRAM_REPLACE_PROB + 0.005) * seq_len))
     probs, rarities, labels = [], [], []
@@ -122,7 +127,7 @@ def evaluate_corpus(loaded, corpus, doc_sep: str = "line", batch_size: int = 64,
             metrics.update(evaluate_unigram(loaded.model, data, indices, unigram_counts, train_counts,
                                             device, batch_size))
             metrics.update(replaced_word_top1(loaded, check_corpus_files(corpus), doc_sep, device=device,
-                                              batch_size=batch_size))
+                                              batch_size=batch_size, train_counts=train_counts))
     # the share a generator that always predicts the most frequent token would score
     top = int(np.argmax(unigram_counts))
     metrics["top_token"] = loaded.tokenizer.id_to_token(top)
@@ -134,13 +139,15 @@ def evaluate_corpus(loaded, corpus, doc_sep: str = "line", batch_size: int = 64,
 
 
 def replaced_word_top1(loaded, files, doc_sep: str = "line", max_sentences: int = 1000, device="cpu",
-                       batch_size: int = 64) -> dict:
+                       batch_size: int = 64, train_counts: np.ndarray | None = None) -> dict:
     """The detection demo as a measurement: in each held-out sentence of 5-40 words, exactly one word
     is replaced by a draw from the text's own word distribution (not the word itself); the share of
     sentences where that word gets the sentence's highest probability (a word's is the max over its
     pieces, as `detect` shows it), and chance, the mean of one over the sentence's length. Beside it,
     `replaced_top1_mean`: the same with a word scored by the mean of its pieces' logits, which does not
-    let one piece of an original word of several pieces outbid a replaced word."""
+    let one piece of an original word of several pieces outbid a replaced word. With `train_counts`,
+    `replaced_top1_rarity`: the token-rarity baseline, a word scored by its rarest piece's rarity in
+    the training corpus (a detector that knows token frequencies and no context)."""
     sentences = []
     for doc in read_documents(files, doc_sep):
         sentences += [s.split() for s in doc if 5 <= len(s.split()) <= 40]
@@ -159,7 +166,8 @@ def replaced_word_top1(loaded, files, doc_sep: str = "line", max_sentences: int 
         while (new := vocabulary[rng.choice(len(vocabulary), p=weights / weights.sum())]).lower() == s[i].lower():
             pass
         corrupted.append((s[:i] + [new] + s[i + 1:], i))
-    tok, hits, hits_mean = loaded.tokenizer, 0, 0
+    tok, hits = loaded.tokenizer, Counter()
+    rarity = None if train_counts is None else token_rarity(train_counts)
     tok.enable_truncation(loaded.cfg.model.max_position_embeddings)
     for start in range(0, len(corrupted), batch_size):
         chunk = corrupted[start:start + batch_size]
@@ -170,15 +178,19 @@ def replaced_word_top1(loaded, files, doc_sep: str = "line", max_sentences: int 
             logits = loaded.model.discriminator(ids, types, mask).float().cpu().numpy()
         for (ws, replaced), enc, z in zip(chunk, encodings, logits):
             ends = np.cumsum([len(w) + 1 for w in ws])  # a word's characters end before its end
-            pieces = [[] for _ in ws]
+            pieces = [[] for _ in ws]  # each word's pieces: their positions
             for t, ((begin, _), special) in enumerate(zip(enc.offsets, enc.special_tokens_mask)):
                 if not special:
-                    pieces[int(np.searchsorted(ends, begin, side="right"))].append(z[t])
-            # a word cut off by truncation has no pieces and cannot win (the probability's zero floor)
-            hits += int(np.argmax([max(v, default=-np.inf) for v in pieces]) == replaced)
-            hits_mean += int(np.argmax([np.mean(v) if v else -np.inf for v in pieces]) == replaced)
+                    pieces[int(np.searchsorted(ends, begin, side="right"))].append(t)
+            word_scores = {"replaced_top1": lambda v: z[v].max(), "replaced_top1_mean": lambda v: z[v].mean()}
+            if rarity is not None:
+                word_scores["replaced_top1_rarity"] = lambda v: rarity[np.asarray(enc.ids)[v]].max()
+            for key, score in word_scores.items():
+                # a word cut off by truncation has no pieces and cannot win
+                hits[key] += int(np.argmax([score(v) if v else -np.inf for v in pieces]) == replaced)
     n = max(len(corrupted), 1)
-    return {"replaced_top1": hits / n, "replaced_top1_mean": hits_mean / n,
+    keys = ["replaced_top1", "replaced_top1_mean"] + ([] if rarity is None else ["replaced_top1_rarity"])
+    return {**{k: hits[k] / n for k in keys},
             "replaced_top1_chance": sum(1 / len(ws) for ws, _ in corrupted) / n,
             "replaced_sentences": len(corrupted)}
 
