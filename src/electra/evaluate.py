@@ -184,7 +184,8 @@ def replaced_word_top1(loaded, files, doc_sep: str = "line", max_sentences: int 
                     pieces[int(np.searchsorted(ends, begin, side="right"))].append(t)
             word_scores = {"replaced_top1": lambda v: z[v].max(), "replaced_top1_mean": lambda v: z[v].mean()}
             if rarity is not None:
-                word_scores["replaced_top1_rarity"] = lambda v: rarity[np.asarray(enc.ids)[v]].max()
+                token_rarities = rarity[enc.ids]
+                word_scores["replaced_top1_rarity"] = lambda v: token_rarities[v].max()
             for key, score in word_scores.items():
                 # a word cut off by truncation has no pieces and cannot win
                 hits[key] += int(np.argmax([score(v) if v else -np.inf for v in pieces]) == replaced)
