@@ -166,8 +166,10 @@ def replaced_word_top1(loaded, files, doc_sep: str = "line", max_sentences: int 
         while (new := vocabulary[rng.choice(len(vocabulary), p=weights / weights.sum())]).lower() == s[i].lower():
             pass
         corrupted.append((s[:i] + [new] + s[i + 1:], i))
-    tok, hits = loaded.tokenizer, Counter()
     rarity = None if train_counts is None else token_rarity(train_counts)
+    scores = ["replaced_top1", "replaced_top1_mean"] + ([] if rarity is None else ["replaced_top1_rarity"])
+    hits = dict.fromkeys(scores, 0)
+    tok = loaded.tokenizer
     tok.enable_truncation(loaded.cfg.model.max_position_embeddings)
     for start in range(0, len(corrupted), batch_size):
         chunk = corrupted[start:start + batch_size]
@@ -190,8 +192,7 @@ def replaced_word_top1(loaded, files, doc_sep: str = "line", max_sentences: int 
                 # a word cut off by truncation has no pieces and cannot win
                 hits[key] += int(np.argmax([score(v) if v else -np.inf for v in pieces]) == replaced)
     n = max(len(corrupted), 1)
-    keys = ["replaced_top1", "replaced_top1_mean"] + ([] if rarity is None else ["replaced_top1_rarity"])
-    return {**{k: hits[k] / n for k in keys},
+    return {**{k: h / n for k, h in hits.items()},
             "replaced_top1_chance": sum(1 / len(ws) for ws, _ in corrupted) / n,
             "replaced_sentences": len(corrupted)}
 

@@ -45,7 +45,7 @@ def detect(loaded: LoadedRun, texts: list[str], device="cpu", threshold: float =
 
     results, flagged_words = [], []  # flagged_words: (text index, word index, token positions)
     for b, (text, enc) in enumerate(zip(texts, encodings)):
-        r = {"text": text, "tokens": [], "token_probs": [], "words": [], "word_probs": []}
+        r = {"text": text, "tokens": [], "token_probs": [], "words": []}
         positions, last_word, word_start = [], None, 0
         for t, (token, word, special, (start, end)) in enumerate(
                 zip(enc.tokens, enc.word_ids, enc.special_tokens_mask, enc.offsets)):
@@ -56,16 +56,15 @@ def detect(loaded: LoadedRun, texts: list[str], device="cpu", threshold: float =
             r["token_probs"].append(p)
             if word is not None and word == last_word:  # another piece of the same word
                 r["words"][-1] = text[word_start:end]
-                r["word_probs"][-1] = max(r["word_probs"][-1], p)
                 positions[-1].append(t)
             else:
                 word_start = start
                 r["words"].append(text[start:end])
-                r["word_probs"].append(p)
                 positions.append([t])
             last_word = word
-        if word_score == "mean":  # one loud piece does not make a word of several pieces replaced
-            r["word_probs"] = [float(torch.sigmoid(logits[b, ts].mean())) for ts in positions]
+        # the mean: one loud piece does not make a word of several pieces replaced
+        r["word_probs"] = [float(probs[b, ts].max() if word_score == "max"
+                                 else torch.sigmoid(logits[b, ts].mean())) for ts in positions]
         r["flagged"] = [p >= threshold for p in r["word_probs"]]
         r["suggestions"] = [[] for _ in r["words"]]
         flagged_words += [(b, w, positions[w]) for w, f in enumerate(r["flagged"]) if f]
