@@ -3,6 +3,7 @@ exactly as we do (`transformers.AutoTokenizer` ids == ours) on arbitrary Unicode
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from electra.hf_tokenizer import load_hf_tokenizer, write_hf_tokenizer
+from electra import tokenizer as tokenizer_module
 from electra.tokenizer import load_tokenizer, train_tokenizer
-from tests.conftest import TINY, make_corpus, shared_file
+from tests.conftest import TINY, make_corpus, run_cli, shared_file
 
 MAX_LENGTH = 128
 
@@ -37,6 +39,22 @@ def test_tokenizer_training_is_byte_identical_across_threads_workers_runs_and_fi
     assert len(set(files.values())) == 1
     train_tokenizer([tmp_path / "*.txt"], tmp_path / "glob", vocab_size=300, show_progress=False, workers=1)
     assert (tmp_path / "glob" / "tokenizer.json").read_bytes() == files[(1, (a, b))]
+
+
+def test_vocab_size_zero_takes_the_vocabulary_of_the_corpus_size(tmp_path, monkeypatch, corpus, capsys):
+    stats = train_tokenizer([corpus], tmp_path / "fixed", vocab_size=150, show_progress=False, workers=1)
+    assert load_tokenizer(tmp_path / "fixed").get_vocab_size() == 150 and stats.words > 10_000
+    for least, expected in ((stats.words, 200), (stats.words + 1, 120)):  # the corpus at / just under the step
+        monkeypatch.setattr(tokenizer_module, "AUTO_VOCAB_SIZES", ((least, 200), (0, 120)))
+        auto = train_tokenizer([corpus], tmp_path / f"auto-{least}", vocab_size=0, show_progress=False, workers=1)
+        assert auto.words == stats.words
+        assert load_tokenizer(tmp_path / f"auto-{least}").get_vocab_size() == expected
+    # `pretrain` says what it chose (the table as patched last) and records it, as if it had been given
+    code, out, _ = run_cli(capsys, "pretrain", "--corpus", corpus, "--out", tmp_path / "run", "--max-steps", 1,
+                           "--set", "train.time_budget=", *TINY, "--vocab-size", 0)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert code == 0 and f"tokenizer: 120 pieces for {stats.words:,} words (data.vocab_size 0" in out
+    assert config["data"]["vocab_size"] == config["model"]["vocab_size"] == 120
 
 
 def test_the_same_pretrain_command_twice_gives_the_same_model(tmp_path, corpus):

@@ -16,6 +16,7 @@ import resource
 import time
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -24,7 +25,7 @@ from electra.errors import UsageError
 from electra.export import hf_config
 from electra.flops import training_flops_per_token
 from electra.noise import draw_noise, example_keys
-from electra.objective import build_model, mask_tokens
+from electra.objective import build_model, corpus_words, mask_tokens
 from electra.optim import build_optimizer
 from electra.runtime import autocast_for, resolve_device
 from electra.tokenizer import CLS_ID, SEP_ID
@@ -106,19 +107,24 @@ def ours_step(cfg: Config, device, precision: str, compile: bool | str):
     """One optimizer step of our model on a synthetic batch, fresh noise each call."""
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.objective).to(device).train()
+    B, T, V = cfg.train.batch_size, cfg.data.seq_len, cfg.model.vocab_size
+    ids, types, mask = synthetic_batch(B, T, V, device)
+    swaps = cfg.objective.word_swap_prob > 0
+    model.set_word_pieces([])  # synthetic ids: every token a word of its own
+    if swaps and cfg.objective.word_swap_source == "corpus":  # the batch's own tokens are the corpus
+        flat = ids.flatten().cpu().numpy()
+        model.set_corpus_words(corpus_words(flat, np.zeros_like(flat), model.continues_word.cpu().numpy()))
     optimizer = build_optimizer(model, cfg.train)
     # compile: True / "default", or a torch.compile mode ("reduce-overhead" adds CUDA graphs)
     mode = compile if isinstance(compile, str) and compile != "default" else None
     forward = torch.compile(model, mode=mode) if compile else model
     autocast, _ = autocast_for(precision, device)
-    B, T, V = cfg.train.batch_size, cfg.data.seq_len, cfg.model.vocab_size
-    ids, types, mask = synthetic_batch(B, T, V, device)
     N = cfg.objective.predictions_per_sequence(T)
     done = [0]
 
     def step():  # fresh noise per step, drawn as the training loop draws it
         k, done[0] = done[0], done[0] + 1
-        noise = draw_noise(example_keys(0, range(k * B, (k + 1) * B)), T, N, device)
+        noise = draw_noise(example_keys(0, range(k * B, (k + 1) * B)), T, N, device, word_swaps=swaps)
         with autocast():
             out = forward(ids, types, mask, noise)
         out.loss.backward()

@@ -27,7 +27,7 @@ def cmd_tokenizer(args):
     stats = train_tokenizer(args.corpus, args.out, **_given(args, vocab_size="vocab_size", lowercase="lowercase",
                                                             normalization="normalization", doc_sep="doc_sep",
                                                             workers="workers"))
-    print(f"tokenizer: {stats.documents:,} documents, {stats.bytes:,} bytes, "
+    print(f"tokenizer: {stats.documents:,} documents, {stats.words:,} words, {stats.bytes:,} bytes, "
           f"{stats.replaced} undecodable byte sequences replaced -> {Path(args.out) / 'tokenizer.json'}")
 
 

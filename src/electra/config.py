@@ -155,7 +155,7 @@ class DataConfig:
     """Tokenizer training, corpus preparation and example building."""
 
     seq_len: int = 128
-    vocab_size: int = 30522  # tokenizer vocabulary when `pretrain` trains one
+    vocab_size: int = 30522  # tokenizer vocabulary when `pretrain` trains one; 0: by the corpus's size
     lowercase: bool = True
     normalization: str = "nfkc"  # "nfkc", "nfc", "nfd", "nfkd" or "none"
     doc_sep: str = "line"  # "line": one document per line; "blank": blank lines separate them
@@ -164,7 +164,9 @@ class DataConfig:
     val_max_tokens: int = 200_000
 
     def __post_init__(self):
-        _check_positive(self, "vocab_size", "val_max_tokens")
+        _check_positive(self, "val_max_tokens")
+        if self.vocab_size < 0:
+            raise UsageError(f"data.vocab_size must be >= 0 (0: by the corpus's size), got {self.vocab_size}")
         if self.seq_len < 8:
             raise UsageError(f"data.seq_len must be at least 8, got {self.seq_len}")
         _check_choice(self, "normalization", ("nfkc", "nfc", "nfd", "nfkd", "none"))

@@ -31,6 +31,7 @@ class ReadStats:
     lines: int = 0
     documents: int = 0
     replaced: int = 0  # undecodable byte sequences replaced by U+FFFD
+    words: int = 0  # as the tokenizer's pre-tokenizer counts them (`train_tokenizer` sets it)
 
 
 BUILTIN = "builtin"

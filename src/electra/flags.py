@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tokenizer", help="train a BPE tokenizer on text files")
     _add_corpus_args(p)
-    p.add_argument("--vocab-size", type=int, help="default 30,522 (BERT's)")
+    p.add_argument("--vocab-size", type=int, help="default 30,522 (BERT's); 0: by the corpus's size (8,192, "
+                   "16,384 from 4 M words)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--no-lowercase", action="store_const", const=False, dest="lowercase", help="keep case")
     p.add_argument("--normalization", choices=("nfkc", "nfc", "nfd", "nfkd", "none"), help="default nfkc")

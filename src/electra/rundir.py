@@ -46,6 +46,9 @@ def start_run(cfg: Config, run_dir, corpus=None, data_dir=None, show_progress: b
                                     show_progress=show_progress)
             if stats.replaced:
                 tqdm.write(f"note: {stats.replaced} undecodable byte sequences were replaced by U+FFFD")
+            if not d.vocab_size:
+                tqdm.write(f"tokenizer: {load_tokenizer(tmp).get_vocab_size():,} pieces for {stats.words:,} words "
+                           "(data.vocab_size 0: by the corpus's size; --vocab-size N to choose)")
             _prepare(cfg, corpus, tmp, show_progress)
             data = run / DATA_DIR
         else:
@@ -53,7 +56,8 @@ def start_run(cfg: Config, run_dir, corpus=None, data_dir=None, show_progress: b
             data = Path(data_dir).resolve()
             shutil.copyfile(data / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
         shutil.copyfile((tmp / DATA_DIR if corpus else data) / COUNTS_FILE, tmp / COUNTS_FILE)
-        cfg = apply_overrides(cfg, {"model.vocab_size": load_tokenizer(tmp).get_vocab_size()})
+        vocab_size = load_tokenizer(tmp).get_vocab_size()
+        cfg = apply_overrides(cfg, {"model.vocab_size": vocab_size, "data.vocab_size": vocab_size})
         record = {"data_dir": str(data), "preset": preset, **source_record(corpus, data_dir),
                   "data_sha256": data_fingerprint(tmp / DATA_DIR if corpus else data)}
         (tmp / RUN_FILE).write_text(json.dumps(record, indent=2))
