@@ -173,6 +173,15 @@ def test_an_interrupted_compare_fine_tunes_nothing_and_the_same_command_continue
     assert (out / "runs" / "electra-s0" / "checkpoints" / "step-00000002").is_dir()
     assert not (out / "finetune").exists() and not (out / "results.json").exists()
     monkeypatch.undo()
+    # the preset changed meanwhile (a new `tiny`): the run is not continued with other settings
+    from electra.presets import PRESETS
+    monkeypatch.setitem(PRESETS["tiny"], "train.word_lr_scale", 0.7)
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "electra-s0' started with other settings than this comparison asks now (train.word_lr_scale" in err
+    assert "-> 0.7; has the preset changed?)" in err
+    assert not (out / "runs" / "electra-s0" / "checkpoints" / "step-00000003").exists()
+    monkeypatch.undo()
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())["results"]
     assert results["electra"]["pretrain_steps"] == results["mlm"]["pretrain_steps"] == [4]

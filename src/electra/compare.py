@@ -279,6 +279,7 @@ def _pretrain_job(cfg_dict: dict, preset: str, run: str, data: str, show_progres
     cfg = Config.from_dict(cfg_dict)
     if _pretrained_step(run, cfg) is None:
         return
+    _check_same_settings(Path(run), cfg_dict)
     overrides = {f"{section}.{k}": v for section, values in cfg_dict.items() for k, v in values.items()
                  if not (section == "model" and k == "vocab_size")}
     cfg, data_dir = open_run(run, preset, overrides, data_dir=data, resume=True, show_progress=show_progress)
@@ -287,6 +288,25 @@ def _pretrain_job(cfg_dict: dict, preset: str, run: str, data: str, show_progres
     if step is not None:  # stopped by SIGINT / SIGTERM: a part-trained run fine-tuned would pass as finished
         raise KeyboardInterrupt(f"{run} stopped at step {step} of {cfg.train.max_steps} (checkpoint saved); "
                                 "give the same command again to continue the comparison")
+
+
+# what may differ between a run's start and its continuation without changing what it learns
+_FREE_ON_RESUME = {("train", "threads"), ("model", "vocab_size"), ("data", "vocab_size")}
+
+
+def _check_same_settings(run: Path, cfg_dict: dict):
+    """A run the comparison continues must have started with the settings it asks for now; a preset
+    changed in between (a new `tiny`) would otherwise go on with other settings, silently."""
+    if not (run / "config.json").is_file():
+        return
+    saved, wanted = json.loads((run / "config.json").read_text()), json.loads(json.dumps(cfg_dict))
+    changed = [f"{section}.{k} {saved[section][k]!r} -> {v!r}" for section, values in wanted.items()
+               for k, v in values.items() if (section, k) not in _FREE_ON_RESUME
+               and k in saved.get(section, {}) and saved[section][k] != v]
+    if changed:
+        raise UsageError(f"{str(run)!r} started with other settings than this comparison asks now ("
+                         f"{', '.join(changed)}; has the preset changed?): continue it as it started, with "
+                         f"`electra pretrain --out {run} --resume`, then give this command again")
 
 
 def _pretrained_step(run: str, cfg: Config) -> int | None:
