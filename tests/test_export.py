@@ -218,7 +218,9 @@ def test_export_then_import_round_trips(exported, tmp_path):
 
 @pytest.mark.parametrize("layout", [{"model.norm_position": "pre", "model.attention_bias": "alibi"},
                                     {"model.norm_position": "pre"},
-                                    {"model.attention_bias": "alibi", "model.alibi_slopes": "standard"}])
+                                    {"model.attention_bias": "alibi", "model.alibi_slopes": "standard"},
+                                    {"model.norm_position": "pre", "model.attention_bias": "alibi",
+                                     "model.alibi_slopes": "steep-global"}])
 def test_a_layout_hf_cannot_hold_exports_with_its_model_code_and_loads_with_trust_remote_code(
         tmp_path, tokenizer_dir, data_dir, layout):
     run = make_run(tmp_path / "run", tokenizer_dir, data_dir, **layout)

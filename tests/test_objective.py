@@ -423,6 +423,8 @@ def test_alibi_slopes_and_sinusoidal_position_init():
 
     assert alibi_slopes(2).tolist() == [0.5, 0.25] and alibi_slopes(2, "standard").tolist() == [1 / 16, 1 / 256]
     assert alibi_slopes(8).tolist() == alibi_slopes(8, "standard").tolist()
+    assert alibi_slopes(2, "steep-global").tolist() == [0.5, 1 / 256]
+    assert alibi_slopes(1, "steep-global").tolist() == alibi_slopes(1).tolist() == [0.5]  # the generator's head
     cfg = ModelConfig(vocab_size=VOCAB, hidden_size=32, num_heads=2, intermediate_size=37, embedding_size=16,
                       max_position_embeddings=64, position_init="sinusoidal")
     embeddings = Embeddings(cfg)

@@ -41,7 +41,9 @@ class ModelConfig:
     # model code (hf_remote/modeling_electra_cpu.py, loaded with trust_remote_code=True).
     norm_position: str = "post"  # "post" (HF/BERT) or "pre" (final LayerNorm added)
     attention_bias: str = "none"  # "none" or "alibi" (per-head linear distance penalty)
-    alibi_slopes: str = "steep"  # "steep": 2^(-8h/max(H, 8)); "standard": 2^(-8h/H) (Press et al. 2022)
+    # "steep": 2^(-8h/max(H, 8)); "standard": 2^(-8h/H) (Press et al. 2022); "steep-global": "steep"
+    # with the last of two or more heads near-global (2^-8)
+    alibi_slopes: str = "steep"
     position_init: str = "normal"  # "normal" N(0, initializer_range), or "sinusoidal" at that scale
     # "normal" N(0, initializer_range), or "ppmi-svd": pre-training starts the word embeddings from the
     # training corpus's count-based vectors (electra.word_vectors), rows of unit length
@@ -55,7 +57,7 @@ class ModelConfig:
                              f"model.num_heads ({self.num_heads})")
         _check_choice(self, "norm_position", ("post", "pre"))
         _check_choice(self, "attention_bias", ("none", "alibi"))
-        _check_choice(self, "alibi_slopes", ("steep", "standard"))
+        _check_choice(self, "alibi_slopes", ("steep", "standard", "steep-global"))
         _check_choice(self, "position_init", ("normal", "sinusoidal"))
         _check_choice(self, "word_init", ("normal", "ppmi-svd"))
         _check_fraction(self, "dropout", "attention_dropout")

@@ -127,9 +127,15 @@ class Layer(nn.Module):
 def alibi_slopes(num_heads: int, kind: str = "steep") -> torch.Tensor:
     """Per-head slopes. "standard" is Press et al. 2022's 2^(-8h/H), h = 1..H; with the one or two
     heads of a tiny model that leaves almost no locality (slope 2^-8), so "steep" (the default),
-    2^(-8h/max(H, 8)), keeps the steep end of the 8-head sequence (1/2, 1/4, ...)."""
+    2^(-8h/max(H, 8)), keeps the steep end of the 8-head sequence (1/2, 1/4, ...). "steep-global" is
+    "steep" with the last head near-global (2^-8) when there are two or more: local heads for the
+    generator's one head and for syntax, one head that sees the whole window (a word that does not fit
+    its sentence's topic)."""
     spread = num_heads if kind == "standard" else max(num_heads, 8)
-    return torch.tensor([2.0 ** (-8.0 * (h + 1) / spread) for h in range(num_heads)])
+    slopes = [2.0 ** (-8.0 * (h + 1) / spread) for h in range(num_heads)]
+    if kind == "steep-global" and num_heads > 1:
+        slopes[-1] = 2.0 ** -8
+    return torch.tensor(slopes)
 
 
 class Encoder(nn.Module):

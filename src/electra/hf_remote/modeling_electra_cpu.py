@@ -129,9 +129,13 @@ class _Encoder(nn.Module):
 
 
 def alibi_slopes(num_heads: int, kind: str = "steep") -> torch.Tensor:
-    """"steep": 2^(-8h/max(H, 8)); "standard": 2^(-8h/H), h = 1..H (Press et al. 2022)."""
+    """"steep": 2^(-8h/max(H, 8)); "standard": 2^(-8h/H), h = 1..H (Press et al. 2022);
+    "steep-global": "steep" with the last of two or more heads at 2^-8."""
     spread = num_heads if kind == "standard" else max(num_heads, 8)
-    return torch.tensor([2.0 ** (-8.0 * (h + 1) / spread) for h in range(num_heads)])
+    slopes = [2.0 ** (-8.0 * (h + 1) / spread) for h in range(num_heads)]
+    if kind == "steep-global" and num_heads > 1:
+        slopes[-1] = 2.0 ** -8
+    return torch.tensor(slopes)
 
 
 class ElectraCpuPreTrainedModel(PreTrainedModel):
