@@ -23,7 +23,7 @@ step() { echo; echo "\$ $*"; timeout "$T" "$@"; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-T=180 step python3 -m pytest -o addopts= -m gpu -q -p no:cacheprovider  # addopts: no xdist there
+T=180 step python3 -m pytest -o addopts= -m gpu -q -p no:cacheprovider  # -o addopts=: the lent machine may lack pytest-xdist
 for preset in $PRESETS; do  # fp32 for the first preset only: the second is for its bf16 MFU
   [[ $preset == "${PRESETS%% *}" ]] &&
     T=120 step electra bench --preset "$preset" --device "$DEVICE" --dtype fp32 --batch "$BATCH" --reference hf
