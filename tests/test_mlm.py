@@ -188,6 +188,45 @@ def test_an_interrupted_compare_fine_tunes_nothing_and_the_same_command_continue
     assert all(len(r["seeds"]) == 2 for r in results.values())
 
 
+def test_sigterm_to_compare_with_an_idle_worker_checkpoints_the_running_arm_and_exits_130(tmp_path, corpus):
+    """`kill` of a `--jobs 2` comparison whose other worker has finished its job and waits for none:
+    the idle worker must not die holding the pool's queue (that broke the pool, killed the running
+    arm without its checkpoint and left the command hanging)."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from electra.checkpoint import latest_checkpoint
+
+    make_sst2(tmp_path / "glue" / "SST-2")
+    out = tmp_path / "cmp"
+    argv = ["compare", "--corpus", corpus, "--budget", "10m", "--task", "sst2", "--data", tmp_path / "glue",
+            "--out", out, "--arm", "quick:train.max_steps=2", "--arm", "long:train.max_steps=100000",
+            "--seeds", "1", "--jobs", "2", "--no-progress", *COMPARE_TINY, "--set", "train.threads=1"]
+    proc = subprocess.Popen([sys.executable, "-m", "electra", *map(str, argv)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    quick, long = out / "runs" / "quick-s0", out / "runs" / "long-s0"
+    try:
+        while not ((quick / "checkpoints" / "step-00000002").is_dir() and (long / "metrics.jsonl").is_file()
+                   and (long / "metrics.jsonl").read_text().count("\n") >= 2):
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.05)
+        time.sleep(1)  # the quick job has returned: its worker waits, idle, for another
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:  # nothing left behind, workers included, if it hangs
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, output
+    stopped = int(latest_checkpoint(long).name[5:])
+    assert 0 < stopped < 100000
+    assert f"long-s0 stopped at step {stopped} of 100000 (checkpoint saved)" in output
+    assert int(latest_checkpoint(quick).name[5:]) == 2 and not (out / "finetune").exists()
+
+
 def test_compare_at_equal_flops_with_pretraining_seeds_an_lr_grid_and_a_subset(tmp_path, corpus, capsys):
     glue = make_sst2(tmp_path / "SST-2", copies=3)
     out = tmp_path / "cmp"

@@ -240,16 +240,35 @@ def _run_all(job, argument_lists: list[tuple], jobs: int):
         return
     waiting, running = list(argument_lists), set()
     try:
-        with _workers_stopped_on_sigterm(), ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        with _workers_stopped_on_sigterm(), ProcessPoolExecutor(jobs, mp_context=get_context("spawn"),
+                                                                initializer=_ignore_stop_signals) as pool:
             while waiting or running:
                 while waiting and len(running) < jobs:  # handed out one by one: the pool queues none ahead
-                    running.add(pool.submit(job, *waiting.pop(0)))
+                    running.add(pool.submit(_stoppable, job, *waiting.pop(0)))
                 done, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     future.result()  # re-raises a job's error
     except KeyboardInterrupt as e:  # Ctrl-C: a worker's own account (all have ended here) says where it stopped
         accounts = [f.exception() for f in running]
         raise next((a for a in accounts if isinstance(a, KeyboardInterrupt) and a.args), e) from None
+
+
+def _ignore_stop_signals():
+    """A worker between jobs ignores SIGINT / SIGTERM: stopped there, it would die holding the job
+    queue's lock, the pool would break and the running jobs end without their checkpoints."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _stoppable(job, *arguments):
+    """Run `job` in a worker with SIGINT / SIGTERM raising KeyboardInterrupt (pre-training's own
+    handler takes over inside it, to checkpoint first); between jobs they are ignored again."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
+    try:
+        return job(*arguments)
+    finally:
+        _ignore_stop_signals()
 
 
 @contextmanager
