@@ -199,7 +199,7 @@ def test_sigterm_to_compare_with_an_idle_worker_checkpoints_the_running_arm_and_
     import sys
     import time
 
-    from electra.checkpoint import latest_checkpoint
+    from electra.checkpoint import checkpoint_name, latest_checkpoint
 
     make_sst2(tmp_path / "glue" / "SST-2")
     out = tmp_path / "cmp"
@@ -210,7 +210,7 @@ def test_sigterm_to_compare_with_an_idle_worker_checkpoints_the_running_arm_and_
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     quick, long = out / "runs" / "quick-s0", out / "runs" / "long-s0"
     try:
-        while not ((quick / "checkpoints" / "step-00000002").is_dir() and (long / "metrics.jsonl").is_file()
+        while not ((quick / "checkpoints" / checkpoint_name(2)).is_dir() and (long / "metrics.jsonl").is_file()
                    and (long / "metrics.jsonl").read_text().count("\n") >= 2):
             assert proc.poll() is None, proc.stdout.read()
             time.sleep(0.05)
