@@ -168,11 +168,11 @@ def test_finetune_from_a_pretrained_run_on_a_regression_task(tmp_path, corpus, c
     out = tmp_path / "ft"
     argv = ["finetune", "--model", run, "--task", "custom", "--data", folder, "--text-column", "first",
             "--text-pair-column", "second", "--label-column", "score", "--regression", "--out", out,
-            "--epochs", "2", "--no-progress", "--max-length", "32", "--batching", "length"]
+            "--epochs", "2", "--no-progress", "--max-length", "32", "--batching", "length", "--pooling", "mean"]
     assert main([str(a) for a in argv]) == 0
     report = json.loads((out / "metrics.json").read_text())
     assert report["metric"] == "pearson" and "step 3" in report["model"]
-    assert report["config"]["batching"] == "length"
+    assert report["config"]["batching"] == "length" and report["config"]["pooling"] == "mean"
     assert set(report["seeds"]["1"]) >= {"pearson", "spearman"}
     assert not (out / "predictions" / "test.tsv").exists()  # no test file, no test predictions
     dev = (out / "predictions" / "dev.tsv").read_text().splitlines()

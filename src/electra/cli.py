@@ -116,7 +116,7 @@ def cmd_finetune(args):
     set_cpu_threads(args.threads)  # before loading a model: its copies may start the worker threads
     start = starting_point(args.model, args.step, args.tokenizer, **_given(args, preset="preset"))
     cfg = FinetuneConfig(**_given(args, lr="lr", batch_size="batch_size", epochs="epochs", max_length="max_length",
-                                  layer_decay="layer_decay", batching="batching"))
+                                  layer_decay="layer_decay", batching="batching", pooling="pooling"))
     report = finetune(spec, task, cfg, start, args.out, show_progress=not args.no_progress,
                       **_given(args, seeds="seeds", device="device"))
     print(summary_line(report))
