@@ -83,8 +83,21 @@ def test_the_recipe_gives_small_training_sets_enough_steps_and_tiny_models_no_la
     full = resolved(FinetuneConfig(), sst2, "small", 67349, 128)  # the official recipe, untouched
     assert (full.epochs, full.layer_decay, full.lr) == (3, 0.8, 3e-4)
     assert resolved(FinetuneConfig(), rte, "tiny", 2490, 128).epochs == 10  # the task's own, already enough
-    given = resolved(FinetuneConfig(epochs=2, layer_decay=0.9, lr=5e-4), sst2, "tiny", 1000, 64)
-    assert (given.epochs, given.layer_decay, given.lr, given.max_length) == (2, 0.9, 5e-4, 64)
+    given = resolved(FinetuneConfig(epochs=2, layer_decay=0.9, lr=5e-4, pooling="cls"), sst2, "tiny", 1000, 64)
+    assert (given.epochs, given.layer_decay, given.lr, given.max_length, given.pooling) == (2, 0.9, 5e-4, 64, "cls")
+
+
+def test_small_training_sets_read_the_mean_of_the_tokens_and_large_ones_cls():
+    from electra.finetune import PRESET_MEAN_POOLING_MAX_EXAMPLES, resolved
+
+    sst2, limit = GLUE["sst2"], PRESET_MEAN_POOLING_MAX_EXAMPLES["tiny"]
+    assert resolved(FinetuneConfig(), sst2, "tiny", 1000, 128).pooling == "mean"
+    assert resolved(FinetuneConfig(), sst2, "tiny", limit, 128).pooling == "mean"
+    assert resolved(FinetuneConfig(), sst2, "tiny", limit + 1, 128).pooling == "cls"
+    assert resolved(FinetuneConfig(), sst2, "small", 1000, 128).pooling == "cls"  # not measured: official
+    assert resolved(FinetuneConfig(pooling="mean"), sst2, "small", 67349, 128).pooling == "mean"
+    with pytest.raises(Exception, match="pooling"):
+        FinetuneConfig(pooling="max")
 
 
 OFFICIAL_COUNTS = {"sst2": (67349, 872, 1821), "cola": (8551, 1043, 1063), "mrpc": (3668, 408, 1725),
@@ -168,11 +181,12 @@ def test_finetune_from_a_pretrained_run_on_a_regression_task(tmp_path, corpus, c
     out = tmp_path / "ft"
     argv = ["finetune", "--model", run, "--task", "custom", "--data", folder, "--text-column", "first",
             "--text-pair-column", "second", "--label-column", "score", "--regression", "--out", out,
-            "--epochs", "2", "--no-progress", "--max-length", "32", "--batching", "length", "--pooling", "mean"]
+            "--epochs", "2", "--no-progress", "--max-length", "32", "--batching", "length", "--pooling", "cls"]
     assert main([str(a) for a in argv]) == 0
     report = json.loads((out / "metrics.json").read_text())
     assert report["metric"] == "pearson" and "step 3" in report["model"]
-    assert report["config"]["batching"] == "length" and report["config"]["pooling"] == "mean"
+    assert report["config"]["batching"] == "length"
+    assert report["config"]["pooling"] == "cls"  # the flag over the small set's default (mean)
     assert set(report["seeds"]["1"]) >= {"pearson", "spearman"}
     assert not (out / "predictions" / "test.tsv").exists()  # no test file, no test predictions
     dev = (out / "predictions" / "dev.tsv").read_text().splitlines()

@@ -232,12 +232,12 @@ def test_compare_at_equal_flops_with_pretraining_seeds_an_lr_grid_and_a_subset(t
     out = tmp_path / "cmp"
     argv = ["compare", "--corpus", corpus, "--budget", "3e9", "--task", "sst2", "--data", glue, "--out", out,
             "--arm", "electra", "--arm", "wide:objective.generator_size=1.0", "--arm", "scratch",
-            "--arm", "mean:finetune.pooling=mean,finetune.reinit_layers=1",
+            "--arm", "cls:finetune.pooling=cls,finetune.reinit_layers=1",
             "--pretrain-seeds", "1,2", "--seeds", "1", "--lrs", "1e-3,3e-3", "--train-size", "20", "--epochs", "1",
             "--jobs", "2", "--no-progress", *COMPARE_TINY]
     assert main([str(a) for a in argv]) == 0
     results = json.loads((out / "results.json").read_text())["results"]
-    assert set(results) == {"electra", "wide", "scratch", "mean"}
+    assert set(results) == {"electra", "wide", "scratch", "cls"}
     for name, r in results.items():
         assert len(r["seeds"]) == 2  # 2 pre-training seeds x 1 fine-tuning seed (scratch: 2 seeds)
         assert set(r["median_by_lr"]) == {"0.001", "0.003"} and r["median"] == max(r["median_by_lr"].values())
@@ -248,11 +248,11 @@ def test_compare_at_equal_flops_with_pretraining_seeds_an_lr_grid_and_a_subset(t
         assert 3e9 - flops_per_step[n] < results[n]["pretrain_flops"] <= 3e9
         assert len(set(results[n]["pretrain_steps"])) == 1 and len(results[n]["heldout"]) == 2
     report = json.loads((out / "finetune" / "electra-s1" / "lr0.001" / "metrics.json").read_text())
-    assert report["train_examples"] == 20
+    assert report["train_examples"] == 20 and report["config"]["pooling"] == "mean"  # a small set's default
     # an arm that differs in fine-tuning only shares the pre-training runs
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["electra-s1", "electra-s2", "wide-s1", "wide-s2"]
-    mean = json.loads((out / "finetune" / "mean-s2" / "lr0.003" / "metrics.json").read_text())
-    assert mean["config"]["pooling"] == "mean" and mean["config"]["reinit_layers"] == 1
+    cls = json.loads((out / "finetune" / "cls-s2" / "lr0.003" / "metrics.json").read_text())
+    assert cls["config"]["pooling"] == "cls" and cls["config"]["reinit_layers"] == 1
     # the same command again: everything is done already, nothing is retrained
     stamp = (out / "runs" / "wide-s2" / "metrics.jsonl").stat().st_mtime_ns
     assert main([str(a) for a in argv]) == 0

@@ -45,6 +45,12 @@ PRESET_LAYER_DECAY = {"tiny": 1.0}
 # few dozen optimizer steps and leave every encoder at the majority class (SST-2-1k: 94 steps).
 # Small sets get whole epochs up to this many steps; GLUE's tasks as they are all have more.
 MIN_STEPS = 300
+# RTD never replaces [CLS], so CPU-scale pre-training leaves it holding little of the sentence; on a
+# small training set the classifier reads more from the mean of the real tokens' vectors. `tiny` on
+# SST-2, paired runs (docs/LOG.md): +5.3 points with 1,000 examples, +1.7 to +2.1 with 2,000-10,000,
+# +0.5 with 20,000; a wash at 40,000 (+0.2) and -0.3 with all 67,349. Sets up to this size get mean
+# pooling; larger ones, and larger models (which this was not measured on), the official [CLS].
+PRESET_MEAN_POOLING_MAX_EXAMPLES = {"tiny": 20_000}
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,9 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     dropout: float = 0.1  # before the classifier
     clip_norm: float = 1.0
-    pooling: str = "cls"  # what the classifier reads: "cls" (official) or "mean" (of the real tokens)
+    # what the classifier reads: "cls" (official) or "mean" (of the real tokens); None: by model size
+    # and training set size, PRESET_MEAN_POOLING_MAX_EXAMPLES
+    pooling: str | None = None
     reinit_layers: int = 0  # the top encoder layers re-initialised before fine-tuning (Zhang et al. 2021)
     encoder_dropout: float | None = None  # the encoder's dropout while fine-tuning; None: the model's own
     # the embeddings' lr as a fraction of what layer_decay gives them; 0 freezes them. None: 0 for a
@@ -80,7 +88,7 @@ class FinetuneConfig:
             raise UsageError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
         if self.batching not in ("random", "length"):
             raise UsageError(f"fine-tuning batching must be random or length, got {self.batching!r}")
-        if self.pooling not in ("cls", "mean"):
+        if self.pooling not in (None, "cls", "mean"):
             raise UsageError(f"fine-tuning pooling must be cls or mean, got {self.pooling!r}")
         if self.reinit_layers < 0 or not 0 <= (self.encoder_dropout or 0) < 1 or (self.embedding_lr_scale or 0) < 0:
             raise UsageError("fine-tuning reinit_layers and embedding_lr_scale must be >= 0 and encoder_dropout in [0, 1)")
@@ -217,7 +225,7 @@ def build_classifier(spec: TaskSpec, cfg: FinetuneConfig, model_cfg: ModelConfig
     when embedding_lr_scale is 0."""
     if cfg.encoder_dropout is not None:
         model_cfg = replace(model_cfg, dropout=cfg.encoder_dropout, attention_dropout=cfg.encoder_dropout)
-    model = Classifier(model_cfg, spec.num_outputs, cfg.dropout, cfg.pooling)
+    model = Classifier(model_cfg, spec.num_outputs, cfg.dropout, cfg.pooling or "cls")
     init_weights(model, model_cfg.initializer_range)
     init_positions(model.encoder.embeddings, model_cfg)  # a random start as pre-training's
     if encoder_state is not None:
@@ -330,11 +338,14 @@ def finetune(spec: TaskSpec, task: TaskData, cfg: FinetuneConfig, start: Startin
 def resolved(cfg: FinetuneConfig, spec: TaskSpec, size: str, train_examples: int, max_length: int,
              fixed_word_vectors: bool = False) -> FinetuneConfig:
     """The config's unset values made concrete: lr and layer decay by model size, the task's epochs
-    (or more, up to MIN_STEPS optimizer steps, on a small training set), the length, and the
-    embeddings kept fixed where pre-training kept its word vectors fixed."""
+    (or more, up to MIN_STEPS optimizer steps, on a small training set), the pooling by model size
+    and training set size, the length, and the embeddings kept fixed where pre-training kept its
+    word vectors fixed."""
     steps_per_epoch = max(1, math.ceil(train_examples / cfg.batch_size))
     embedding_lr_scale = cfg.embedding_lr_scale if cfg.embedding_lr_scale is not None else float(not fixed_word_vectors)
+    small_set = train_examples <= PRESET_MEAN_POOLING_MAX_EXAMPLES.get(size, 0)
     return replace(cfg, lr=cfg.lr or PRESET_LR.get(size, 3e-4), max_length=max_length,
+                   pooling=cfg.pooling or ("mean" if small_set else "cls"),
                    embedding_lr_scale=embedding_lr_scale,
                    layer_decay=cfg.layer_decay if cfg.layer_decay is not None else PRESET_LAYER_DECAY.get(size, 0.8),
                    epochs=cfg.epochs or max(spec.epochs, math.ceil(MIN_STEPS / steps_per_epoch)))
