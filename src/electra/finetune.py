@@ -48,7 +48,7 @@ MIN_STEPS = 300
 # RTD never replaces [CLS], so CPU-scale pre-training leaves it holding little of the sentence; on a
 # small training set the classifier reads more from the mean of the real tokens' vectors. `tiny` on
 # SST-2, paired runs (docs/LOG.md): +5.3 points with 1,000 examples, +1.7 to +2.1 with 2,000-10,000,
-# +0.5 with 20,000; a wash at 40,000 (+0.2) and -0.3 with all 67,349. Sets up to this size get mean
+# +0.5 with 20,000; a wash at 40,000 (+0.2) and -0.25 with all 67,349. Sets up to this size get mean
 # pooling; larger ones, and larger models (which this was not measured on), the official [CLS].
 PRESET_MEAN_POOLING_MAX_EXAMPLES = {"tiny": 20_000}
 
