@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -41,6 +42,29 @@ SENTENCES = [
     "the director later said the budget ran out in week three.",
     "rain falls on the village for the whole of the last reel.",
 ]
+
+
+def press_ctrl_c_in_step(monkeypatch, step: int):
+    """Make pre-training raise SIGINT as step `step` (counted from 1) begins: that step finishes,
+    the run checkpoints and stops. `monkeypatch.undo()` ends it."""
+    import signal
+
+    import electra.train
+
+    train_step = electra.train.train_step
+
+    def ctrl_c(t, lr):
+        if t.step == step - 1:
+            signal.raise_signal(signal.SIGINT)
+        return train_step(t, lr)
+
+    monkeypatch.setattr(electra.train, "train_step", ctrl_c)
+
+
+def logged_without_timings(run: Path) -> list[dict]:
+    """A run's metrics.jsonl records without their wall-clock fields, which no rerun repeats."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("elapsed", "tokens_per_s")} for r in records]
 
 
 def make_corpus(path: Path, documents: int = 300, seed: int = 0) -> Path:

@@ -45,14 +45,26 @@ def max_difference(a: dict, b: dict) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
+def assert_same_records(a_run, b_run):
+    """The same records in both runs' metrics.jsonl, their averaged metrics equal to rounding."""
+    a_log, b_log = ([json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+                    for run in (a_run, b_run))
+    assert [(r["step"], r.get("split")) for r in a_log] == [(r["step"], r.get("split")) for r in b_log]
+    for a, b in zip(a_log, b_log):
+        for key in ("loss", "gen_accuracy", "disc_loss", "grad_norm", "disc_label_entropy"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["step"], key)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, data_dir):
-    """The same 20 steps (global batch 8, dropout off) on one process and on two."""
+    """The same 20 steps (global batch 8, dropout off) on one process and on two; the step-10
+    checkpoint falls inside a log window (steps 9-12)."""
     root = tmp_path_factory.mktemp("ddp")
     config = root / "config.json"
     config.write_text(json.dumps(tiny_config(data_dir, **{
         "train.max_steps": 20, "train.batch_size": 8, "train.checkpoint_every": 10, "train.keep_checkpoints": 5,
-        "train.log_every": 5, "model.dropout": 0.0, "model.attention_dropout": 0.0}).to_dict()))
+        "train.log_every": 4, "model.dropout": 0.0, "model.attention_dropout": 0.0}).to_dict()))
     one, two = root / "one", root / "two"
     launch(1, "--data", data_dir, "--out", one, "--config", config)
     launch(2, "--data", data_dir, "--out", two, "--config", config)
@@ -71,14 +83,7 @@ def test_two_processes_with_accumulation_train_what_one_does(runs, tmp_path):
 def test_two_processes_train_what_one_does(runs):
     one, two = runs
     assert max_difference(weights(one, 20), weights(two, 20)) < 1e-5
-    log_one, log_two = ((r / "metrics.jsonl").read_text().splitlines() for r in runs)
-    records = [(json.loads(line)["step"], json.loads(line).get("split")) for line in log_two]
-    assert len(records) == len(set(records)) == len(log_one)  # written once, by rank 0 only
-    for a, b in zip(log_one, log_two):  # the averaged metrics equal the single process's
-        a, b = json.loads(a), json.loads(b)
-        for key in ("loss", "gen_accuracy", "disc_loss", "grad_norm", "disc_label_entropy"):
-            if key in a:
-                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+    assert_same_records(one, two)  # written once, by rank 0 only; the averages the single process's
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
 
 
@@ -92,3 +97,4 @@ def test_a_resumed_two_process_run_matches(runs, tmp_path, nproc):
             shutil.rmtree(ckpt)  # as if stopped right after step 10
     launch(nproc, "--out", resumed, "--resume")
     assert max_difference(weights(resumed, 20), weights(two, 20)) < 1e-5
+    assert_same_records(two, resumed)  # the log window open at the checkpoint continued, on rank 0

@@ -12,7 +12,7 @@ from electra.config import ObjectiveConfig, preset_config
 from electra.noise import draw_noise, example_keys
 from electra.objective import MaskedLM, mask_tokens
 from electra.tokenizer import MASK_ID
-from tests.conftest import make_sst2
+from tests.conftest import make_sst2, press_ctrl_c_in_step
 
 
 def test_mlm_masking_is_80_10_10_over_a_large_seeded_sample():
@@ -149,21 +149,10 @@ def test_compare_pretrains_both_fine_tunes_three_and_reports(tmp_path, corpus, c
 
 def test_an_interrupted_compare_fine_tunes_nothing_and_the_same_command_continues(tmp_path, corpus, capsys,
                                                                                    monkeypatch):
-    import signal
-
-    import electra.train
-
     make_sst2(tmp_path / "glue" / "SST-2")
     out = tmp_path / "cmp"
     argv = _compare_argv(corpus, tmp_path / "glue", out)
-    step = electra.train.train_step
-
-    def ctrl_c_in_the_second_step(t, lr):
-        if t.step == 1:
-            signal.raise_signal(signal.SIGINT)
-        return step(t, lr)
-
-    monkeypatch.setattr(electra.train, "train_step", ctrl_c_in_the_second_step)
+    press_ctrl_c_in_step(monkeypatch, 2)
     assert main(argv) == 130
     err = capsys.readouterr().err
     assert "stopped at step 2 of 4 (checkpoint saved); give the same command again" in err

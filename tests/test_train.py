@@ -15,7 +15,7 @@ from electra.data import PretrainingData, prepare_corpus
 from electra.evaluate import evaluate_rtd
 from electra.objective import Electra
 from electra.train import lr_at, pretrain
-from tests.conftest import make_corpus, tiny_config
+from tests.conftest import logged_without_timings, make_corpus, press_ctrl_c_in_step, tiny_config
 
 
 @pytest.mark.parametrize("step, progress, expected", [
@@ -58,7 +58,8 @@ def test_gradient_accumulation_equals_a_full_batch(tmp_path, data_dir):
 
 def test_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path, data_dir):
     # dropout on, so the resumed run must restore the RNG state too
-    cfg = tiny_config(data_dir, **{"train.max_steps": 8, "train.checkpoint_every": 3,
+    # a checkpoint (step 3) inside a log window (steps 3-4): the resumed run must finish that window
+    cfg = tiny_config(data_dir, **{"train.max_steps": 8, "train.checkpoint_every": 3, "train.log_every": 2,
                                    "model.dropout": 0.1, "model.attention_dropout": 0.1})
     pretrain(cfg, tmp_path / "straight", data_dir, show_progress=False)
     pretrain(cfg, tmp_path / "resumed", data_dir, show_progress=False)
@@ -69,8 +70,21 @@ def test_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path, data_dir):
 
     a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == sorted(steps), "metrics past the checkpoint are dropped on resume"
+    # the same records, timings aside: those past the checkpoint dropped, the open window continued
+    assert logged_without_timings(tmp_path / "resumed") == logged_without_timings(tmp_path / "straight")
+
+
+def test_a_run_stopped_by_ctrl_c_inside_a_log_window_logs_what_an_uninterrupted_run_logs(tmp_path, data_dir,
+                                                                                         monkeypatch):
+    cfg = tiny_config(data_dir, **{"train.max_steps": 8, "train.log_every": 4})
+    pretrain(cfg, tmp_path / "straight", data_dir, show_progress=False)
+    press_ctrl_c_in_step(monkeypatch, 6)  # inside the log window of steps 5-8
+    pretrain(cfg, tmp_path / "stopped", data_dir, show_progress=False)
+    assert latest_checkpoint(tmp_path / "stopped").name == "step-00000006"
+    monkeypatch.undo()
+    pretrain(cfg, tmp_path / "stopped", data_dir, resume=True, show_progress=False)
+    assert logged_without_timings(tmp_path / "stopped") == logged_without_timings(tmp_path / "straight")
+
 
 
 def test_tiny_model_overfits_a_tiny_corpus(tmp_path, tokenizer_dir):

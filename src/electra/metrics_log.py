@@ -21,6 +21,10 @@ class Window:
     """Sums of step statistics between log lines (tensors until flushed: one host sync per log).
     `reduce` sums them over ranks at the flush (identity in a single process)."""
 
+    # the same on every rank (the step's global gradient norm, whether it was skipped): summed
+    # over ranks like the rest, then divided by their count
+    REPLICATED = ("grad_norm", "skipped_steps")
+
     def __init__(self, reduce=None):
         self.reduce = reduce or (lambda sums: {k: float(v) for k, v in sums.items()})
         self.sums: dict[str, torch.Tensor | float] = {}
@@ -33,17 +37,36 @@ class Window:
             if k != "steps":
                 self.sums[k] = self.sums.get(k, 0) + (v.detach().float() if torch.is_tensor(v) else v)
 
+    def _summed(self) -> dict[str, float]:
+        """The sums over ranks, a replicated statistic counted once (every rank calls this)."""
+        sums = self.reduce({**self.sums, "ranks": 1})
+        ranks = sums.pop("ranks")
+        return {k: v / ranks if k in self.REPLICATED else v for k, v in sums.items()}
+
     def flush(self, lr: float, elapsed: float) -> dict:
-        sums = self.reduce({**self.sums, "steps": self.steps})
+        sums = self._summed()
         seconds = max(time.monotonic() - self.start, 1e-9)
         steps = max(self.steps, 1)
-        ranks = max(sums.pop("steps") / steps, 1)  # every rank counts the same steps
-        record = {"loss": sums["loss"] / steps, **summarize(sums), "lr": lr,
-                  "grad_norm": sums["grad_norm"] / (steps * ranks),
+        record = {"loss": sums["loss"] / steps, **summarize(sums), "lr": lr, "grad_norm": sums["grad_norm"] / steps,
                   "tokens_per_s": sums["num_tokens"] / seconds, "elapsed": elapsed,
-                  "skipped_steps": int(sums.get("skipped_steps", 0) / ranks)}
+                  "skipped_steps": int(sums.get("skipped_steps", 0))}
         self.__init__(self.reduce)
         return record
+
+    def state(self) -> dict:
+        """The window so far, for a checkpoint: a run resumed from it writes the records an
+        uninterrupted run writes (timings aside). Every rank calls it (a collective)."""
+        return {"steps": self.steps, "seconds": time.monotonic() - self.start, "sums": self._summed()}
+
+    def restore(self, state: dict, holds_sums: bool = True):
+        """Continue the window a checkpoint saved, as float32 like `add`'s sums, so the next record
+        repeats the uninterrupted run's digits. Under DDP (on as many ranks as before or not) the
+        sums over ranks go to rank 0 alone, the others taking zeros under the same keys (`reduce`
+        needs them); a replicated statistic goes to every rank, as every rank adds it."""
+        self.steps = int(state["steps"])
+        self.start = time.monotonic() - float(state["seconds"])
+        self.sums = {k: torch.tensor(v if holds_sums or k in self.REPLICATED else 0.0, dtype=torch.float32)
+                     for k, v in state["sums"].items()}
 
 
 class NullLog:

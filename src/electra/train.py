@@ -4,7 +4,8 @@ One step reads top to bottom: set the learning rate, take the step's examples fr
 shuffled stream, run the micro-batches (gradients accumulated, losses normalised by the whole
 step's counts), clip, step; then log, evaluate and checkpoint on their intervals. Everything the
 step depends on (data position, masking, sampling) derives from (seed, step), and the RNG state is
-checkpointed, so a resumed run reproduces an uninterrupted one bit for bit on CPU.
+checkpointed, so a resumed run reproduces an uninterrupted one bit for bit on CPU. The open log
+window is checkpointed too, so its metrics.jsonl repeats that run's records (timings aside).
 Schedule and optimizer (optim.py) follow google-research/electra.
 """
 
@@ -56,6 +57,7 @@ class Trainer:
     scaler: torch.amp.GradScaler
     step: int = 0
     elapsed_before: float = 0.0  # seconds trained before this process (a resumed run)
+    log_window: dict | None = None  # the unfinished log window a resumed run's checkpoint saved
 
     @property
     def per_rank(self) -> int:
@@ -78,6 +80,8 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
     start_time = time.monotonic()
     elapsed = lambda: t.elapsed_before + time.monotonic() - start_time  # noqa: E731
     window = Window(lambda sums: sum_dict_over_ranks(ranks, sums, t.device))
+    if t.log_window:
+        window.restore(t.log_window, holds_sums=ranks.is_main)
     last_eval, bad_in_a_row, stop = {}, 0, GracefulStop()
 
     t.model.train()
@@ -109,20 +113,20 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
         if t.step % tc.eval_every == 0 and ranks.is_main:
             last_eval = _evaluate(t, elapsed(), log, bar)
         if t.step % tc.checkpoint_every == 0:
-            _checkpoint(t, run, elapsed())
+            _checkpoint(t, run, elapsed(), window.state())
     bar.close()
     stop.restore()
-    if window.steps:
-        log.write(t.step, window.flush(lr, elapsed()), None)
-    if stopping:  # SIGINT / SIGTERM: the step finished; save it and leave quickly
-        _checkpoint(t, run, elapsed())
+    if stopping:  # SIGINT / SIGTERM: the step finished; save it (the log window too) and leave quickly
+        _checkpoint(t, run, elapsed(), window.state())
         log.echo(f"stopped by {(stop.signal or signal.SIGTERM).name} after step {t.step}; checkpoint written. "
                  f"Continue with: electra pretrain --out {run} --resume")
         return last_eval
+    if window.steps:
+        log.write(t.step, window.flush(lr, elapsed()), None)
     if t.step % tc.eval_every and ranks.is_main:
         last_eval = _evaluate(t, elapsed(), log, None)
     if t.step % tc.checkpoint_every:
-        _checkpoint(t, run, elapsed())
+        _checkpoint(t, run, elapsed(), window.state())
     log.echo(f"done: {t.step} steps in {elapsed() / 60:.1f} min; checkpoints in {run / 'checkpoints'}")
     return last_eval
 
@@ -155,7 +159,7 @@ def setup(cfg: Config, run: Path, data_dir, resume: bool, ranks: Dist) -> Traine
                                             model.continues_word.cpu().numpy()))
     optimizer = build_optimizer(model, tc)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    step, elapsed_before = 0, 0.0
+    step, elapsed_before, log_window = 0, 0.0, None
     if resume:
         remove_stale_temporaries(run)
         if not list_checkpoints(run):  # killed before its first checkpoint: start it again
@@ -165,6 +169,7 @@ def setup(cfg: Config, run: Path, data_dir, resume: bool, ranks: Dist) -> Traine
         else:
             state = load_checkpoint(ckpt, model, optimizer, restore_rng=True, verify=False)
             step, elapsed_before = state["step"], state.get("elapsed", 0.0)
+            log_window = state.get("log_window")  # absent in checkpoints written before it was saved
     if step == 0 and cfg.model.word_init == "ppmi-svd":
         started = time.perf_counter()
         seen = init_word_vectors(model, data_dir, tc.seed)
@@ -177,7 +182,7 @@ def setup(cfg: Config, run: Path, data_dir, resume: bool, ranks: Dist) -> Traine
     wrapped = wrap(model, ranks, device)
     forward = torch.compile(wrapped) if tc.compile else wrapped
     return Trainer(cfg, ranks, device, autocast, precision, train_data, val_data, model, forward, optimizer,
-                   scaler, step, elapsed_before)
+                   scaler, step, elapsed_before, log_window)
 
 
 def train_step(t: Trainer, lr: float) -> tuple[list[dict], torch.Tensor, bool]:
@@ -242,13 +247,14 @@ def _evaluate(t: Trainer, elapsed: float, log, bar) -> dict:
     return metrics
 
 
-def _checkpoint(t: Trainer, run: Path, elapsed: float):
+def _checkpoint(t: Trainer, run: Path, elapsed: float, log_window: dict):
     """Rank 0 writes a checkpoint, or (disk full, no permission) stops clearly, leaving the
     previous one intact."""
     if not t.ranks.is_main:
         return
     try:
-        save_checkpoint(run, t.step, t.model, t.optimizer, {"elapsed": elapsed, "config": t.cfg.to_dict()},
+        save_checkpoint(run, t.step, t.model, t.optimizer,
+                        {"elapsed": elapsed, "log_window": log_window, "config": t.cfg.to_dict()},
                         t.cfg.train.keep_checkpoints)
     except OSError as e:
         previous = latest_checkpoint(run)
