@@ -86,7 +86,6 @@ def test_a_run_stopped_by_ctrl_c_inside_a_log_window_logs_what_an_uninterrupted_
     assert logged_without_timings(tmp_path / "stopped") == logged_without_timings(tmp_path / "straight")
 
 
-
 def test_tiny_model_overfits_a_tiny_corpus(tmp_path, tokenizer_dir):
     corpus = make_corpus(tmp_path / "tiny.txt", documents=12, seed=1)
     prepare_corpus([corpus], tokenizer_dir, tmp_path / "data", val_fraction=0, show_progress=False)

@@ -19,7 +19,7 @@ from electra.objective import summarize
 
 class Window:
     """Sums of step statistics between log lines (tensors until flushed: one host sync per log).
-    `reduce` sums them over ranks at the flush (identity in a single process)."""
+    `reduce` sums them over ranks at a flush or a checkpoint (identity in a single process)."""
 
     # the same on every rank (the step's global gradient norm, whether it was skipped): summed
     # over ranks like the rest, then divided by their count
