@@ -113,11 +113,11 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
         if t.step % tc.eval_every == 0 and ranks.is_main:
             last_eval = _evaluate(t, elapsed(), log, bar)
         if t.step % tc.checkpoint_every == 0:
-            _checkpoint(t, run, elapsed(), window.state())
+            _checkpoint(t, run, elapsed(), window)
     bar.close()
     stop.restore()
     if stopping:  # SIGINT / SIGTERM: the step finished; save it (the log window too) and leave quickly
-        _checkpoint(t, run, elapsed(), window.state())
+        _checkpoint(t, run, elapsed(), window)
         log.echo(f"stopped by {(stop.signal or signal.SIGTERM).name} after step {t.step}; checkpoint written. "
                  f"Continue with: electra pretrain --out {run} --resume")
         return last_eval
@@ -126,7 +126,7 @@ def pretrain(cfg: Config, run_dir, data_dir, resume: bool = False, show_progress
     if t.step % tc.eval_every and ranks.is_main:
         last_eval = _evaluate(t, elapsed(), log, None)
     if t.step % tc.checkpoint_every:
-        _checkpoint(t, run, elapsed(), window.state())
+        _checkpoint(t, run, elapsed(), window)
     log.echo(f"done: {t.step} steps in {elapsed() / 60:.1f} min; checkpoints in {run / 'checkpoints'}")
     return last_eval
 
@@ -247,9 +247,11 @@ def _evaluate(t: Trainer, elapsed: float, log, bar) -> dict:
     return metrics
 
 
-def _checkpoint(t: Trainer, run: Path, elapsed: float, log_window: dict):
-    """Rank 0 writes a checkpoint, or (disk full, no permission) stops clearly, leaving the
-    previous one intact."""
+def _checkpoint(t: Trainer, run: Path, elapsed: float, window: Window):
+    """Rank 0 writes a checkpoint, with the open log window, or (disk full, no permission) stops
+    clearly, leaving the previous one intact. Every rank calls it: the window's sums are summed
+    over ranks first."""
+    log_window = window.state()
     if not t.ranks.is_main:
         return
     try:
