@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 from pathlib import Path
 
 import pytest
 
+import electra.train
 from electra.cli import main
 from electra.config import apply_overrides, preset_config
 from electra.data import load_index, prepare_corpus
@@ -47,10 +49,6 @@ SENTENCES = [
 def press_ctrl_c_in_step(monkeypatch, step: int):
     """Make pre-training raise SIGINT as step `step` (counted from 1) begins: that step finishes,
     the run checkpoints and stops. `monkeypatch.undo()` ends it."""
-    import signal
-
-    import electra.train
-
     train_step = electra.train.train_step
 
     def ctrl_c(t, lr):
